@@ -1,0 +1,1 @@
+"""Mask generators (installed as ``mfrbench.generators``): mtf, cyclegan, iamgan, mfgan."""

@@ -1,0 +1,165 @@
+"""ArcFace-style alignment: 5 landmarks -> similarity transform -> 112x112 crop.
+
+The transform is fitted by **least squares over all five points** (Umeyama 1991, as
+insightface's ``norm_crop`` does), not by OpenCV's ``estimateAffinePartial2D`` with its default
+RANSAC, which keeps only 2-4 of the 5 points on most faces and costs measurable accuracy
+(``../shared/reference/metrics.md``).
+
+The library entry points are :func:`norm_crop` (one image) and :func:`align_dataset` (a whole
+dataset into an aligned set + manifest; the ``mfrbench align`` command).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mfrbench.datasets import Dataset, FaceRecord
+from mfrbench.errors import SkipImage
+from mfrbench.imageio import content_hash, decode_rgb, read_bytes, save_image
+
+#: insightface's ArcFace 5-point template for 112x112 crops (image-left eye first).
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+
+
+def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, shift) mapping src -> dst.
+
+    Returns:
+        (2, 3) matrix ``M`` with ``dst ~= src @ M[:, :2].T + M[:, 2]``.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    cov = d_c.T @ s_c / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(2)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[1, 1] = -1  # no reflections
+    R = U @ D @ Vt
+    var_s = (s_c ** 2).sum() / len(src)
+    scale = (S * np.diag(D)).sum() / var_s
+    t = mu_d - scale * R @ mu_s
+    return np.hstack([scale * R, t[:, None]]).astype(np.float32)
+
+
+def template_for(size: int = 112) -> np.ndarray:
+    """The ArcFace template scaled to ``size`` (insightface scales 112 -> 128 etc. the same way)."""
+    return ARCFACE_TEMPLATE * (size / 112.0)
+
+
+def estimate_norm(lmk5: np.ndarray, size: int = 112) -> np.ndarray:
+    return umeyama_similarity(np.asarray(lmk5, np.float32).reshape(5, 2), template_for(size))
+
+
+def transform_points(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    pts = np.asarray(pts, np.float32).reshape(-1, 2)
+    return pts @ M[:, :2].T + M[:, 2]
+
+
+def norm_crop(rgb: np.ndarray, lmk5: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """Warp ``rgb`` so its 5 landmarks land on the ArcFace template; return (crop, M)."""
+    import cv2
+
+    M = estimate_norm(lmk5, size)
+    crop = cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+    return crop, M
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    detector: str = "yunet"
+    landmarker: str = "auto"        # pfld | mediapipe | none | auto
+    landmarks: str = "auto"         # auto: use annotated landmarks when the dataset has them
+    score_threshold: float = 0.6
+    size: int = 112
+    ext: str = ".jpg"
+    quality: int = 95
+    min_side: int = 32
+
+
+class Aligner:
+    """Per-process alignment worker: owns its detector and landmark model."""
+
+    def __init__(self, out_dir: str, cfg: dict) -> None:
+        from mfrbench.faces import DETECTORS, create_landmarker
+
+        self.cfg = AlignConfig(**cfg)
+        self.out_dir = Path(out_dir)
+        self._det = None
+        self._det_factory = lambda: DETECTORS.create(self.cfg.detector, score_threshold=self.cfg.score_threshold)
+        self.lm = create_landmarker(self.cfg.landmarker)
+        self.lm_name = getattr(self.lm, "name", "none")
+
+    @property
+    def det(self):
+        if self._det is None:  # lazily: a fully annotated dataset never needs the detector
+            self._det = self._det_factory()
+        return self._det
+
+    def __call__(self, rec: FaceRecord) -> dict:
+        from mfrbench.faces import Face, bbox_from_points, pick_main_face
+        from mfrbench.pipeline import base_row
+
+        row = base_row(rec)
+        data = read_bytes(rec.path)
+        row["sha1"] = content_hash(data)
+        rgb, mode = decode_rgb(data, min_side=self.cfg.min_side, name=rec.key)
+        row.update(width=rgb.shape[1], height=rgb.shape[0], src_mode=mode)
+        use_annot = self.cfg.landmarks in ("auto", "annotations") and rec.lmk5 is not None
+        if self.cfg.landmarks == "annotations" and rec.lmk5 is None:
+            raise SkipImage("no_annotation", "the dataset has no landmarks for this image")
+        if use_annot:
+            lmk5 = np.asarray(rec.lmk5, np.float32).reshape(5, 2)
+            face = Face(bbox_from_points(lmk5), float("nan"), lmk5)
+            row.update(lmk_source="annotation", n_faces=1)
+        else:
+            faces = self.det.detect(rgb)
+            row["n_faces"] = len(faces)
+            face = pick_main_face(faces, rgb.shape)
+            if face is None:
+                raise SkipImage("no_face", f"{self.cfg.detector} found no face above score {self.cfg.score_threshold}")
+            row["lmk_source"] = f"detector:{self.cfg.detector}"
+        if rec.lmk68 is not None and use_annot:
+            face.lmk68 = np.asarray(rec.lmk68, np.float32).reshape(68, 2)
+        elif self.lm is not None:
+            face.lmk68 = self.lm.landmarks(rgb, face)
+        crop, M = norm_crop(rgb, face.lmk5, self.cfg.size)
+        out_rel = str(Path("images") / Path(rec.key).with_suffix(self.cfg.ext))
+        save_image(self.out_dir / out_rel, crop, quality=self.cfg.quality)
+        row.update(
+            status="ok", out_path=out_rel, score=round(face.score, 4) if face.score == face.score else "",
+            bbox=np.round(face.bbox, 2).tolist(), lmk5=np.round(face.lmk5, 2).ravel().tolist(),
+            lmk5_crop=np.round(transform_points(M, face.lmk5), 2).ravel().tolist(),
+            landmarker=self.lm_name if face.lmk68 is not None and not use_annot else ("annotation" if face.lmk68 is not None else ""),
+            lmk68=np.round(face.lmk68, 2).ravel().tolist() if face.lmk68 is not None else None,
+            lmk68_crop=np.round(transform_points(M, face.lmk68), 2).ravel().tolist() if face.lmk68 is not None else None,
+        )
+        return row
+
+
+def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None = None, workers: int = 1,
+                  cfg: AlignConfig | None = None, resume: bool = True, dedupe: bool = True,
+                  progress: bool = True) -> dict:
+    """Align every image of ``ds`` into ``out_dir/images/`` and write the manifest.
+
+    Returns the manifest metadata (``inputs``, ``ok``, ``skipped``, skip reasons, config).
+    """
+    from dataclasses import asdict
+
+    from mfrbench.pipeline import process_records
+
+    cfg = cfg or AlignConfig()
+    config = {"stage": "align", "dataset": ds.name, "root": str(ds.root), "limit": limit, "dedupe": dedupe,
+              **asdict(cfg)}
+    total = limit if limit is not None else ds.count()
+    return process_records(ds.records(limit), out_dir, kind="aligned", config=config, factory=Aligner,
+                           factory_kwargs={"out_dir": str(out_dir), "cfg": asdict(cfg)}, workers=workers,
+                           total=total, resume=resume, dedupe=dedupe, desc=f"align {ds.name}",
+                           progress=progress, extra_meta={"dataset": ds.name, **ds.info})

@@ -1,0 +1,17 @@
+"""Options shared by several commands (one definition each)."""
+
+from __future__ import annotations
+
+import click
+
+from mfrbench.datasets import list_datasets
+
+dataset_opt = click.option("--dataset", "dataset", required=True, metavar="NAME",
+                           help=f"Dataset adapter: {', '.join(list_datasets())}.")
+root_opt = click.option("--root", type=click.Path(file_okay=False), default=None,
+                        help="Dataset folder (default: <data root>/<dataset>; data root from $MFRBENCH_DATA "
+                             "or ../shared/data).")
+limit_opt = click.option("--limit", type=click.IntRange(min=1), default=None, help="Process only the first N images.")
+workers_opt = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                           help="Parallel worker processes.")
+seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

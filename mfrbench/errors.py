@@ -1,0 +1,34 @@
+"""Exceptions that separate user mistakes from bugs.
+
+``MfrbenchError`` (and subclasses) carry a one-line message that says what to do; the CLI
+turns them into ``click.ClickException`` so users never see a traceback for their own
+mistake. ``SkipImage`` is raised inside per-image pipelines and becomes a ``skipped`` manifest
+row with its reason; it never escapes a pipeline.
+"""
+
+from __future__ import annotations
+
+
+class MfrbenchError(Exception):
+    """A user-facing error with an actionable one-line message."""
+
+
+class DataNotFoundError(MfrbenchError):
+    """A dataset, model file or data root is missing."""
+
+
+class SkipImage(Exception):
+    """This input cannot be processed; ``reason`` is recorded in the manifest.
+
+    Reasons are short machine-friendly codes followed by detail, e.g.
+    ``"no_face: detector found no face above score 0.6"``.
+    """
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)
+
+    @property
+    def reason(self) -> str:
+        return str(self)

@@ -1,0 +1,156 @@
+"""Run a per-image function over a dataset into a manifest: parallel, streaming, resumable.
+
+Every stage that turns images into images (``align``, ``generate``) goes through
+:func:`process_records`, so they share the guarantees the manifest promises:
+
+* **nothing lost**: each input becomes exactly one row. A :class:`SkipImage` raised by the
+  worker becomes a ``skipped`` row with its reason; an unexpected exception on one image
+  becomes a ``skipped`` row with reason ``error: <type>: <message>`` (and a log warning)
+  instead of killing a 200k-image run;
+* **streaming**: at most ``workers * 4`` chunks are in flight, so memory does not grow with
+  the dataset (``multiprocessing.Pool.imap`` would read the whole input iterator ahead);
+* **resumable**: keys already in the journal are not redone; output files are written
+  atomically by the workers;
+* **duplicates**: inputs whose bytes equal an earlier input's are ``skipped`` with reason
+  ``duplicate: same content as <key>`` (their output file is removed), so the same photo
+  cannot sit on both sides of a train/test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from mfrbench.datasets import FaceRecord
+from mfrbench.errors import SkipImage
+from mfrbench.manifest import ManifestWriter
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[FaceRecord], dict]
+
+_WORKER: Worker | None = None
+
+
+def base_row(rec: FaceRecord) -> dict:
+    """The core manifest columns of ``rec`` (status and output filled in by the stage)."""
+    return {"key": rec.key, "src_path": rec.path, "sha1": "", "identity": rec.identity or "",
+            "is_masked": bool(rec.is_masked), "source": rec.source, "out_path": "", "status": "skipped",
+            "reason": ""}
+
+
+def _safe_call(fn: Worker, rec: FaceRecord) -> dict:
+    try:
+        return fn(rec)
+    except SkipImage as skip:
+        row = base_row(rec)
+        row["reason"] = skip.reason
+        return row
+    except Exception as err:  # one bad image must not kill a long run; it is recorded instead
+        row = base_row(rec)
+        row["reason"] = f"error: {type(err).__name__}: {err}"
+        return row
+
+
+def _init_worker(factory: Callable[..., Worker], kwargs: dict) -> None:
+    global _WORKER
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core: nested threading only adds contention
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    _WORKER = factory(**kwargs)
+
+
+def _run_chunk(chunk: Sequence[FaceRecord]) -> list[dict]:
+    assert _WORKER is not None
+    return [_safe_call(_WORKER, rec) for rec in chunk]
+
+
+def _chunks(it: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]]:
+    buf: list[FaceRecord] = []
+    for rec in it:
+        buf.append(rec)
+        if len(buf) == n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], factory_kwargs: dict, *,
+                workers: int = 1, chunk: int = 8) -> Iterator[dict]:
+    """Yield ``worker(rec)`` rows in input order, with at most ``4 * workers`` chunks in flight.
+
+    ``factory(**factory_kwargs)`` builds the per-process worker (detectors, templates, ...)
+    once per process, never once per image.
+    """
+    if workers <= 1:
+        fn = factory(**factory_kwargs)
+        for rec in records:
+            yield _safe_call(fn, rec)
+        return
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, factory_kwargs)) as pool:
+        pending: deque = deque()
+        for ch in _chunks(records, chunk):
+            pending.append(pool.apply_async(_run_chunk, (ch,)))
+            while len(pending) >= 4 * workers:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *, kind: str, config: dict,
+                    factory: Callable[..., Worker], factory_kwargs: dict, seed: int | None = None,
+                    workers: int = 1, total: int | None = None, resume: bool = True, dedupe: bool = True,
+                    desc: str = "images", progress: bool = True, extra_meta: dict | None = None) -> dict:
+    """Process ``records`` into ``out_dir`` and return the manifest metadata (with counts)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    writer = ManifestWriter(out_dir, kind=kind, config=config, seed=seed, resume=resume)
+    done = writer.done_keys()
+    seen = {r["sha1"]: r["key"] for r in writer.rows() if r.get("sha1") and r["status"] == "ok"}
+    n_inputs = 0
+    n_skipped = writer.counts()["skipped"]
+
+    def todo() -> Iterator[FaceRecord]:
+        nonlocal n_inputs
+        for rec in records:
+            n_inputs += 1
+            if rec.key not in done:
+                yield rec
+
+    bar = tqdm(total=total, initial=len(done) if total else 0, desc=desc, unit="img", disable=not progress,
+               dynamic_ncols=True, mininterval=0.5)
+    try:
+        for row in map_records(todo(), factory, factory_kwargs, workers=workers):
+            if dedupe and row.get("sha1") and row["status"] == "ok":
+                first = seen.setdefault(row["sha1"], row["key"])
+                if first != row["key"]:
+                    for col in [c for c in row if c.endswith("out_path") and row[c]]:
+                        Path(out_dir, row[col]).unlink(missing_ok=True)
+                    row.update(status="skipped", out_path="", reason=f"duplicate: same content as {first}")
+            writer.add(row)
+            bar.update(1)
+            if row["status"] == "skipped":
+                n_skipped += 1
+                bar.set_postfix(skipped=n_skipped, refresh=False)
+    finally:
+        bar.close()
+        writer.__exit__()
+    return writer.close(expected_inputs=n_inputs, extra_meta=extra_meta)
+
+
+def record_to_dict(rec: FaceRecord) -> dict[str, Any]:
+    return asdict(rec)

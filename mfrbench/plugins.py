@@ -1,0 +1,24 @@
+"""Where each registry lives, so ``mfrbench list`` and ``doctor`` can find all of them.
+
+Registries are defined next to the code they hold (timm style); this table only says where.
+A module that fails to import (an optional dependency missing) is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mfrbench.registry import Registry
+
+REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
+    "datasets": ("mfrbench.datasets", "DATASETS"),
+    "detectors": ("mfrbench.faces", "DETECTORS"),
+    "landmarkers": ("mfrbench.faces", "LANDMARKERS"),
+}
+
+
+def all_registries() -> dict[str, Registry]:
+    out = {}
+    for kind, (mod, attr) in REGISTRY_SOURCES.items():
+        out[kind] = getattr(importlib.import_module(mod), attr)
+    return out

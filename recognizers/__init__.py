@@ -1,0 +1,1 @@
+"""Face recognizers (installed as ``mfrbench.recognizers``): backbones, heads, training."""
