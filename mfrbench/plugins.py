@@ -14,6 +14,7 @@ REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
     "datasets": ("mfrbench.datasets", "DATASETS"),
     "detectors": ("mfrbench.faces", "DETECTORS"),
     "landmarkers": ("mfrbench.faces", "LANDMARKERS"),
+    "generators": ("mfrbench.generators.base", "GENERATORS"),
 }
 
 
