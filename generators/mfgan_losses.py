@@ -1,0 +1,217 @@
+"""MFGAN's loss terms (Xiong et al., SEKE 2022, §III, equations (1)-(7)), each a small pure function.
+
+Paper: Xiong, Zhong, Guo, Wang, Zhang, "MFGAN: A Novel CycleGAN-Based Network for Masked Face
+Generation", SEKE 2022, DOI 10.18293/SEKE2022-016 (text: ``../shared/reference/mfgan-paper.txt``).
+No public code exists; where the paper leaves a choice open, the reading taken here is written at
+the function and collected in the README section "MFGAN: our reading of the paper".
+
+Conventions: images are ``(B, 3, H, W)`` tensors in ``[-1, 1]``; visibility is ``(B, P)`` per facial
+part (probabilities or booleans, 1 = visible); mask maps are ``(B, 1, H, W)`` or ``(B, H, W)`` with
+1 = **mask** pixel (the repository-wide convention); every per-sample quantity is ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+
+CorApply = Literal["d_fake", "g", "both"]
+
+# |alpha - 2| or |alpha| below this use Barron's closed-form limit; the general formula (written
+# with expm1/log1p) differs from the limit by O(eps * x^4) there, far below float32 resolution.
+_ALPHA_EPS = 1e-6
+
+
+def barron_rho(x: Tensor, alpha: float, c: float) -> Tensor:
+    """Barron's general robust loss rho(x, alpha, c) (CVPR 2019, eq. 1), with its limits in closed form.
+
+    ``rho = |a-2|/a * (((x/c)^2 / |a-2| + 1)^(a/2) - 1)``; ``a -> 2``: ``(x/c)^2 / 2``;
+    ``a -> 0``: ``log((x/c)^2 / 2 + 1)``; ``a -> -inf``: ``1 - exp(-(x/c)^2 / 2)``.
+
+    Args:
+        x: residuals, any shape.
+        alpha: shape parameter (any real, ``-inf`` allowed).
+        c: scale, > 0.
+
+    Returns:
+        rho elementwise, same shape as ``x``; 0 where ``x == 0``, increasing in ``|x|``.
+    """
+    if not c > 0:
+        raise ValueError(f"Expected scale `c` > 0, but got {c}")
+    if math.isnan(alpha) or alpha == math.inf:
+        raise ValueError(f"Expected a real `alpha` or -inf, but got {alpha}")
+    z = (x / c) ** 2
+    if alpha == -math.inf:
+        return -torch.expm1(-0.5 * z)
+    if abs(alpha - 2.0) < _ALPHA_EPS:
+        return 0.5 * z
+    if abs(alpha) < _ALPHA_EPS:
+        return torch.log1p(0.5 * z)
+    b = abs(alpha - 2.0)
+    # expm1/log1p keep the formula accurate near alpha = 0 (Barron's own implementation does the same).
+    return (b / alpha) * torch.expm1(0.5 * alpha * torch.log1p(z / b))
+
+
+def correction_factor(x: Tensor, *, alpha: float = 1.0, c: float = 1.0) -> Tensor:
+    """Adaptive correction factor lambda_cor of equation (1): ``1 + rho(x, alpha, c)``.
+
+    ``lambda_cor == 1`` exactly when the penalty ``x`` is 0 (mask worn correctly) and grows with
+    ``|x|``. The result is detached: Det's verdict is a fixed weight, not a path for gradients.
+
+    Example:
+        >>> correction_factor(torch.tensor([0.0, 1.0, 2.0]), alpha=2.0, c=1.0)
+        tensor([1.0000, 1.5000, 3.0000])
+    """
+    return (1.0 + barron_rho(x.detach().float(), alpha, c)).detach()
+
+
+def visibility_disagreement(vis_in: Tensor, vis_out: Tensor, *, covered: Sequence[bool] | Tensor | None = None,
+                            threshold: float | None = 0.5) -> Tensor:
+    """The per-part XOR vector ``Det(f, G_M(f))`` of §III-B (Fig. 5).
+
+    The paper XORs the parts Det sees on the input face ``f`` with those it sees on the output and
+    calls 0 "consistent". Read literally (``covered=None``) a *correct* mask would score 1 on nose
+    and mouth, because a mask that covers them makes them invisible. So the reference the output
+    is compared with is the visibility that correct wearing predicts from the input:
+    ``expected = vis(f) AND NOT covered`` (a covered part must disappear, every other visible part
+    must stay). With ``covered`` all False this is the literal XOR.
+
+    Args:
+        vis_in: ``(B, P)`` visibility of the parts on the input faces.
+        vis_out: ``(B, P)`` visibility on the generated faces.
+        covered: ``(P,)`` parts a correctly worn mask hides (nose, mouth, chin by default upstream).
+        threshold: binarise probabilities at this value (the paper's detector answers yes/no);
+            ``None`` keeps soft values and returns ``|vis_out - expected|``.
+
+    Returns:
+        ``(B, P)`` float in [0, 1]; element ``[i, p]`` is 1 when part ``p`` of sample ``i`` disagrees.
+    """
+    if vis_in.shape != vis_out.shape or vis_in.dim() != 2:
+        raise ValueError(f"Expected `vis_in` and `vis_out` of the same (B, P) shape, but got "
+                         f"{tuple(vis_in.shape)} and {tuple(vis_out.shape)}")
+    vin, vout = vis_in.detach().float(), vis_out.detach().float()
+    if threshold is not None:
+        vin, vout = (vin > threshold).float(), (vout > threshold).float()
+    if covered is None:
+        cov = torch.zeros(vin.shape[1], device=vin.device)
+    else:
+        cov = torch.as_tensor(covered, dtype=torch.float32, device=vin.device).reshape(-1)
+        if cov.numel() != vin.shape[1]:
+            raise ValueError(f"Expected `covered` with {vin.shape[1]} entries, but got {cov.numel()}")
+    expected = vin * (1.0 - cov)                      # (B, P)
+    return (vout - expected).abs()
+
+
+def penalty(disagreement: Tensor, weights: Sequence[float] | Tensor) -> Tensor:
+    """``x = W * Det(f, G_M(f))``: the weighted sum of the XOR vector, per sample ``(B,)``."""
+    w = torch.as_tensor(weights, dtype=torch.float32, device=disagreement.device).reshape(-1)
+    if w.numel() != disagreement.shape[-1]:
+        raise ValueError(f"Expected {disagreement.shape[-1]} penalty weights, but got {w.numel()}")
+    return disagreement.float() @ w
+
+
+def lsgan_per_sample(pred: Tensor, target: float) -> Tensor:
+    """Least-squares GAN loss per sample: mean over the PatchGAN map of ``(pred - target)^2``, ``(B,)``."""
+    return ((pred.float() - target) ** 2).flatten(1).mean(1)
+
+
+def corrected_d_loss(pred_real: Tensor, pred_fake: Tensor, lam_cor: Tensor | None, *,
+                     apply: CorApply = "both") -> Tensor:
+    """D_M's half of ``lambda_cor * L_GAN(G_M, D_M)`` (eq. 2), least-squares form.
+
+    ``0.5 * (mean_i (D(m_i) - 1)^2 + mean_i w_i * D(G(f_i))^2)`` with ``w = lambda_cor`` when
+    ``apply`` is ``d_fake`` or ``both``, else 1. Only the fake term is weighted: lambda_cor is a
+    property of a generated sample (its Det verdict); real masked photos have none.
+    """
+    fake = lsgan_per_sample(pred_fake, 0.0)
+    if lam_cor is not None and apply in ("d_fake", "both"):
+        fake = fake * lam_cor.to(fake)
+    return 0.5 * (lsgan_per_sample(pred_real, 1.0).mean() + fake.mean())
+
+
+def corrected_g_loss(pred_fake: Tensor, lam_cor: Tensor | None, *, apply: CorApply = "both") -> Tensor:
+    """G_M's half of ``lambda_cor * L_GAN(G_M, D_M)``: ``mean_i w_i (D(G(f_i)) - 1)^2``.
+
+    ``w = lambda_cor`` when ``apply`` is ``g`` or ``both``. Equation (2) is one min-max objective
+    that both players share, so ``both`` (the default) is its direct reading; the paper's prose
+    names only the discriminator (``d_fake``), which reaches G only through a sharper D.
+    """
+    g = lsgan_per_sample(pred_fake, 1.0)
+    if lam_cor is not None and apply in ("g", "both"):
+        g = g * lam_cor.to(g)
+    return g.mean()
+
+
+def non_mask_map(mask_prob: Tensor, *, threshold: float = 0.5) -> Tensor:
+    """``S_F``: 1 on non-mask pixels, 0 on mask pixels, from Seg's mask probability; no gradient.
+
+    Binarised so that mask pixels get weight exactly 0 in ``L_inv`` (a soft ``1 - p`` would leak a
+    little gradient into every mask pixel).
+    """
+    m = mask_prob.detach()
+    if m.dim() == 3:
+        m = m.unsqueeze(1)
+    return (m <= threshold).float()                   # (B, 1, H, W)
+
+
+def local_invariance_loss(fake: Tensor, real: Tensor, s_f: Tensor) -> Tensor:
+    """``L_inv = E ||G_M(f) * S_F - f * S_F||_2^2`` (eq. 3), as a mean over pixels and channels.
+
+    Args:
+        fake: ``G_M(f)``, ``(B, 3, H, W)``.
+        real: the input faces ``f``, same shape.
+        s_f: ``(B, 1, H, W)`` non-mask map (1 = keep), from :func:`non_mask_map`; treated as a constant.
+
+    Returns:
+        Scalar. The squared norm is divided by the number of elements (B*3*H*W) so that the weight
+        ``mu`` does not depend on resolution; pixels where ``s_f == 0`` get no gradient.
+    """
+    s = s_f.detach().to(fake)
+    return ((fake - real) * s).pow(2).mean()
+
+
+def style_reconstruction_loss(s: Tensor, s_pred: Tensor) -> Tensor:
+    """``L_sty = E ||s - E(G_M(f, s))||_1`` (eq. 5), mean absolute error as in StarGAN v2."""
+    return (s - s_pred).abs().mean()
+
+
+def style_diversity_loss(fake1: Tensor, fake2: Tensor) -> Tensor:
+    """``L_ds = E ||G_M(f, s1) - G_M(f, s2)||_1`` (eq. 6); the objective *subtracts* it (maximised).
+
+    As in StarGAN v2's ``compute_g_loss``, the caller passes the second image detached, so the
+    gradient pushes the first output away from a fixed second one.
+    """
+    return (fake1 - fake2).abs().mean()
+
+
+def ds_weight(step: int, initial: float, decay_steps: int | None) -> float:
+    """lambda_ds at ``step`` of stage 3: StarGAN v2's linear decay from ``initial`` to 0 over ``decay_steps``.
+
+    ``decay_steps=None`` (or 0) keeps the weight constant.
+
+    Example:
+        >>> ds_weight(50, 1.0, 100), ds_weight(200, 1.0, 100), ds_weight(7, 2.0, None)
+        (0.5, 0.0, 2.0)
+    """
+    if not decay_steps:
+        return float(initial)
+    return float(initial) * max(0.0, 1.0 - step / decay_steps)
+
+
+def full_generator_objective(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """Equation (7): ``sum_k weights[k] * terms[k]`` with ``ds`` subtracted (it is maximised).
+
+    ``terms`` holds the active unweighted losses by name (``adv_m``, ``adv_f``, ``cyc``, ``idt``,
+    ``inv``, ``sty``, ``ds``); a term whose weight is missing counts with weight 1.
+    """
+    total = None
+    for name, value in terms.items():
+        w = weights.get(name, 1.0)
+        contrib = -w * value if name == "ds" else w * value
+        total = contrib if total is None else total + contrib
+    if total is None:
+        raise ValueError("Expected at least one loss term, but got none")
+    return total
