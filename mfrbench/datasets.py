@@ -262,10 +262,18 @@ def masked_photos(root: Path) -> Dataset:
 @register_dataset
 def synthetic(root: Path | None = None, identities: int = 20, per_identity: int = 5, size: int = 160,
               seed: int = 0) -> Dataset:
-    """Procedurally drawn faces with known landmarks (no data needed); always labelled synthetic."""
-    from mfrbench.synthetic import materialize
+    """Procedurally drawn faces with known landmarks (no data needed); always labelled synthetic.
 
-    folder_, table = materialize(root, identities=identities, per_identity=per_identity, size=size, seed=seed)
+    ``root`` holding a set written by ``mfrbench synth`` is read as it is; otherwise the set is
+    drawn (once, cached) from the parameters.
+    """
+    from mfrbench.synthetic import load_table, materialize
+
+    table = load_table(root) if root is not None else None
+    if table is not None:
+        folder_ = Path(root)
+    else:
+        folder_, table = materialize(root, identities=identities, per_identity=per_identity, size=size, seed=seed)
 
     def gen() -> Iterator[FaceRecord]:
         for row in table.itertuples(index=False):

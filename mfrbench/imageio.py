@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mfrbench.errors import SkipImage
 
 Image.MAX_IMAGE_PIXELS = 20000 * 20000  # real photos only; still guards decompression bombs
+_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -62,6 +63,8 @@ def decode_rgb(data: bytes, *, min_side: int = 32, name: str = "image") -> tuple
         mode = img.mode
         img.load()  # force the full decode: truncated files fail here, not later
     except UnidentifiedImageError as err:
+        if data.startswith(_MAGIC):  # the header says image, the body does not decode
+            raise SkipImage("corrupt", f"{name} has an image header but does not decode") from err
         raise SkipImage("not_image", f"{name} is not an image PIL can read") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise SkipImage("corrupt", f"{name}: {err}") from err

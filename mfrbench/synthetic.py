@@ -130,6 +130,14 @@ def render_face(p: dict, rng: np.random.Generator, size: int = 160) -> tuple[np.
     return img, to_px(l68)
 
 
+def load_table(root: Path) -> pd.DataFrame | None:
+    """The landmark table of a synthetic set written earlier (e.g. by ``mfrbench synth``)."""
+    path = Path(root) / "landmarks.json"
+    if not path.is_file():
+        return None
+    return pd.DataFrame(json.loads(path.read_text())["rows"])
+
+
 def default_root(identities: int, per_identity: int, size: int, seed: int) -> Path:
     return Path(tempfile.gettempdir()) / "mfrbench-synthetic" / f"v{SYNTH_VERSION}_s{seed}_i{identities}_p{per_identity}_z{size}"
 

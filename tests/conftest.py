@@ -84,13 +84,13 @@ def broken_dir(tmp_path: Path) -> Path:
     b.mkdir(parents=True)
     good = _jpeg(face, quality=92)
     (a / "ok_rgb.jpg").write_bytes(good)
-    (a / "ok_ext.jpeg").write_bytes(_jpeg(face[::-1, ::-1].copy()[::-1, ::-1], quality=80))
+    (a / "ok_ext.jpeg").write_bytes(_jpeg(face, quality=80))
     Image.fromarray(face).convert("L").save(a / "ok_gray.png")
     Image.fromarray(face).convert("CMYK").save(a / "ok_cmyk.jpg")
     rgba = np.dstack([face, np.full(face.shape[:2], 255, np.uint8)])
     rgba[:40, :40, 3] = 0
     Image.fromarray(rgba, "RGBA").save(a / "ok_rgba.png")
-    gray16 = (Image.fromarray(face).convert("L").__array__().astype(np.uint16) * 257)
+    gray16 = np.asarray(Image.fromarray(face).convert("L")).astype(np.uint16) * 257
     Image.fromarray(gray16).save(b / "ok_16bit.png")
     (b / "bad_empty.jpg").write_bytes(b"")
     (b / "bad_truncated.jpg").write_bytes(good[: len(good) // 2])
