@@ -15,6 +15,7 @@ REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
     "detectors": ("mfrbench.faces", "DETECTORS"),
     "landmarkers": ("mfrbench.faces", "LANDMARKERS"),
     "generators": ("mfrbench.generators.base", "GENERATORS"),
+    "gan-methods": ("mfrbench.generators.gan_core", "GAN_METHODS"),
 }
 
 

@@ -47,6 +47,7 @@ _COMMAND_MODULES = (
     "mfrbench.cli.data",
     "mfrbench.cli.doctor",
     "mfrbench.cli.quickstart",
+    "mfrbench.cli.gan",
 )
 
 for _mod in _COMMAND_MODULES:
