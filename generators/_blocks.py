@@ -194,3 +194,73 @@ class ConvNormAct(nn.Sequential):
 
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+# --- Style-conditioned and pre-activation blocks (added for MFGAN; generic, reusable) ---------------
+
+
+class AdaINUpBlock(nn.Module):
+    """:class:`UpBlock` with its norm replaced by :class:`AdaIN` on a style code ``s``.
+
+    MFGAN (§IV-A) "applies AdaIN for up-sampling blocks in generator": the CycleGAN up-sampling
+    block, transposed conv -> AdaIN(s) -> ReLU. ``forward(x, s)`` with ``s`` of shape ``(B, style_dim)``.
+    """
+
+    def __init__(self, cin: int, cout: int, style_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+        self.adain = AdaIN(style_dim, cout)
+        self.act = nn.ReLU(True)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.act(self.adain(self.conv(x), s))
+
+
+class PreActResBlock(nn.Module):
+    """A ResBlock of Duta et al.'s improved residual networks (iResNet, ICPR 2020), by stage position.
+
+    * ``start``: ``conv-norm-relu-conv-norm`` + projection shortcut (stride-2 down-sampling when
+      ``stride=2``, via 3x3 max-pool + 1x1 conv + norm, iResNet's improved projection); no
+      activation after the addition, so the next block starts pre-activated.
+    * ``middle``: pre-activation ``norm-relu-conv-norm-relu-conv`` + identity.
+    * ``end``: ``middle`` followed by ``norm-relu`` after the addition (closes the stage).
+
+    Two 3x3 convs per block (the basic, not the bottleneck, variant). ``norm`` is a
+    :func:`norm_layer` factory; instance norm suits batch size 1.
+    """
+
+    def __init__(self, cin: int, cout: int, *, position: str = "middle", stride: int = 1,
+                 norm: NormFactory | None = None) -> None:
+        super().__init__()
+        if position not in ("start", "middle", "end"):
+            raise ValueError(f"Expected position in ('start', 'middle', 'end'), but got {position!r}")
+        if position != "start" and (stride != 1 or cin != cout):
+            raise ValueError(f"Expected a {position} block to keep its shape (stride 1, cin == cout), "
+                             f"but got stride {stride}, {cin} -> {cout}")
+        nf = norm or norm_layer("instance")
+        self.position = position
+        if position == "start":
+            self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nf(cout), nn.ReLU(True),
+                                      nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nf(cout))
+            proj: list[nn.Module] = [nn.MaxPool2d(3, stride, 1)] if stride > 1 else []
+            if cin != cout or stride > 1:
+                proj += [nn.Conv2d(cin, cout, 1, bias=False), nf(cout)]
+            self.shortcut = nn.Sequential(*proj)
+        else:
+            self.body = nn.Sequential(nf(cin), nn.ReLU(True), nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+                                      nf(cout), nn.ReLU(True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False))
+            self.shortcut = nn.Sequential()
+        self.post = nn.Sequential(nf(cout), nn.ReLU(True)) if position == "end" else nn.Sequential()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.body(x) + self.shortcut(x))
+
+
+class ResStage(nn.Sequential):
+    """One iResNet stage: a ``start`` block (changes width/resolution), ``n_middle`` ``middle`` blocks, an ``end`` block."""
+
+    def __init__(self, cin: int, cout: int, *, stride: int = 2, n_middle: int = 1,
+                 norm: NormFactory | None = None) -> None:
+        super().__init__(PreActResBlock(cin, cout, position="start", stride=stride, norm=norm),
+                         *[PreActResBlock(cout, cout, position="middle", norm=norm) for _ in range(n_middle)],
+                         PreActResBlock(cout, cout, position="end", norm=norm))
