@@ -353,6 +353,12 @@ class TrainableGAN(abc.ABC):
     def networks(self) -> dict[str, nn.Module]:
         """Networks to checkpoint, by name."""
 
+    # ---- optional hook
+    def prepare(self, faces: "DomainData", masks: "DomainData", run_dir: Path) -> None:
+        """Called by :func:`fit` before the first step (also on resume) with both domains and the run
+        folder: dataset-level setup a family needs (MFGAN: style-domain clustering, stage read-outs).
+        Must be deterministic; state it creates belongs in ``networks()`` buffers. Default: nothing."""
+
     # ---- shared helpers
     def adam(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         t = self.train_cfg
@@ -540,7 +546,8 @@ class _LossLog:
 
     def add(self, step: int, losses: dict[str, float], lr: float) -> None:
         row = {"step": step, "lr": f"{lr:.6g}", **{k: f"{v:.5f}" for k, v in losses.items()}}
-        self.keys = self.keys or list(row)
+        # a family may add loss terms mid-run (MFGAN's stages): the header grows, earlier rows leave them blank
+        self.keys += [k for k in row if k not in self.keys]
         self.rows.append(row)
 
     def flush(self) -> None:
@@ -567,6 +574,7 @@ def fit(model: TrainableGAN, faces: DomainData, masks: DomainData, run_dir: str 
     run_dir.mkdir(parents=True, exist_ok=True)
     losses_log = _LossLog(run_dir / "losses.csv", model.step)
     fixed = fixed_sample_batch(faces, masks, t.n_sample, model.device, t.seed)
+    model.prepare(faces, masks, run_dir)
     start, t0 = model.step, time.perf_counter()
     recent: dict[str, list[float]] = {}
     last_grid = None
