@@ -71,9 +71,24 @@ def _init_worker(factory: Callable[..., Worker], kwargs: dict) -> None:
     _WORKER = factory(**kwargs)
 
 
+def _call_chunk(fn: Worker, chunk: Sequence[FaceRecord]) -> list[dict]:
+    """Rows for ``chunk``: one ``fn.process_batch(chunk)`` call when the worker has it (batched
+    generators), else ``fn(rec)`` per record; a failing batch falls back to per-record calls."""
+    batch = getattr(fn, "process_batch", None)
+    if batch is not None:
+        try:
+            rows = batch(list(chunk))
+            if len(rows) == len(chunk):
+                return rows
+            log.warning("process_batch returned %d rows for %d records; redoing one by one", len(rows), len(chunk))
+        except Exception as err:  # noqa: BLE001 - recorded per record below
+            log.warning("batch of %d failed (%s: %s); redoing one by one", len(chunk), type(err).__name__, err)
+    return [_safe_call(fn, rec) for rec in chunk]
+
+
 def _run_chunk(chunk: Sequence[FaceRecord]) -> list[dict]:
     assert _WORKER is not None
-    return [_safe_call(_WORKER, rec) for rec in chunk]
+    return _call_chunk(_WORKER, chunk)
 
 
 def _chunks(it: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]]:
@@ -92,10 +107,15 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
     """Yield ``worker(rec)`` rows in input order, with at most ``4 * workers`` chunks in flight.
 
     ``factory(**factory_kwargs)`` builds the per-process worker (detectors, templates, ...)
-    once per process, never once per image.
+    once per process, never once per image. A worker with a ``process_batch(records) -> rows``
+    method gets ``chunk`` records per call (batched generators).
     """
     if workers <= 1:
         fn = factory(**factory_kwargs)
+        if hasattr(fn, "process_batch"):
+            for ch in _chunks(records, chunk):
+                yield from _call_chunk(fn, ch)
+            return
         for rec in records:
             yield _safe_call(fn, rec)
         return
@@ -113,8 +133,12 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
 def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *, kind: str, config: dict,
                     factory: Callable[..., Worker], factory_kwargs: dict, seed: int | None = None,
                     workers: int = 1, total: int | None = None, resume: bool = True, dedupe: bool = True,
-                    desc: str = "images", progress: bool = True, extra_meta: dict | None = None) -> dict:
-    """Process ``records`` into ``out_dir`` and return the manifest metadata (with counts)."""
+                    desc: str = "images", progress: bool = True, extra_meta: dict | None = None,
+                    chunk: int = 8) -> dict:
+    """Process ``records`` into ``out_dir`` and return the manifest metadata (with counts).
+
+    ``chunk``: records per worker task (and per ``process_batch`` call).
+    """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -134,12 +158,14 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
     bar = tqdm(total=total, initial=len(done) if total else 0, desc=desc, unit="img", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     try:
-        for row in map_records(todo(), factory, factory_kwargs, workers=workers):
+        for row in map_records(todo(), factory, factory_kwargs, workers=workers, chunk=chunk):
             if dedupe and row.get("sha1") and row["status"] == "ok":
                 first = seen.setdefault(row["sha1"], row["key"])
                 if first != row["key"]:
-                    for col in [c for c in row if c.endswith("out_path") and row[c]]:
+                    out_cols = [c for c in row if c.endswith("out_path") and row[c]]
+                    for col in out_cols:
                         Path(out_dir, row[col]).unlink(missing_ok=True)
+                    row.update({c: "" for c in out_cols})
                     row.update(status="skipped", out_path="", reason=f"duplicate: same content as {first}")
             writer.add(row)
             bar.update(1)

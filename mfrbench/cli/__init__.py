@@ -48,6 +48,7 @@ _COMMAND_MODULES = (
     "mfrbench.cli.doctor",
     "mfrbench.cli.quickstart",
     "mfrbench.cli.gan",
+    "mfrbench.cli.generate",
 )
 
 for _mod in _COMMAND_MODULES:
