@@ -1,0 +1,668 @@
+"""MFGAN: three-stage CycleGAN-based masked-face generation (correctness, authenticity, type diversity).
+
+Paper: Xiong, Zhong, Guo, Wang, Zhang, "MFGAN: A Novel CycleGAN-Based Network for Masked Face
+Generation", SEKE 2022, DOI 10.18293/SEKE2022-016 (``../shared/reference/mfgan-paper.txt``, §III, §IV-A).
+No public code exists; this is a first implementation. Building blocks are the shared CycleGAN
+ones (``_blocks.py``: ResNet generator, PatchGAN, AdaIN), the style encoder follows StarGAN v2's
+``StyleEncoder`` (Choi et al. 2020) with iResNet ResStages (Duta et al. 2020), and the training
+contract/loop is ``gan_core`` (LSGAN, image pool, EMA, Adam, linear decay, exact resume).
+
+Networks (names of the paper):
+    ``G_M``  face -> masked face, CycleGAN ResNet generator whose up-sampling blocks use AdaIN on a
+             style code ``s`` (§IV-A); ``G_F`` masked -> face (plain CycleGAN generator);
+    ``D_M``  PatchGAN with one extra stride-1 conv layer (§IV-A "adds a convolution layer in
+             discriminator"); ``D_F`` plain PatchGAN;
+    ``E``    mask style encoder (§III-D): stem conv, two ResStages (start, middle, end pre-activation
+             ResBlocks each), global average pooling, one linear head per style domain (K heads).
+Frozen helpers loaded from their own runs: ``Det`` (facial-part visibility, §III-B) and ``Seg``
+(mask segmentation, §III-C), both from ``generators/parts.py`` / ``generators/seg.py``.
+
+Schedule (§III-A, Fig. 4), by global step: stage 1 ``lambda_cor * L_GAN(G_M, D_M) + L_GAN(G_F, D_F)
++ lambda * L_cyc`` (eq. 2); stage 2 adds ``mu * L_inv`` (eq. 4); stage 3 adds ``E``,
+``lambda_sty * L_sty - lambda_ds * L_ds`` (eq. 7). Presets ``mfgan-no-cor`` / ``-no-inv`` /
+``-no-sty`` switch one module off (Table III) and keep the schedule.
+
+Gaps the paper leaves open and how they are filled (also in the README, "MFGAN: our reading"):
+
+* **Style code before stage 3.** ``E`` enters in stage 3; before it ``G_M`` is conditioned on one
+  learned constant code (``G_M.default_style``), which is also what generation without a reference uses.
+* **Style domains (K).** The real masked photos carry no style labels. A domain is a k-means
+  cluster (K = ``n_domains``) of colour/texture statistics of the mask region that ``Seg``
+  predicts (mean and std of R, G, B and mean gradient magnitude, standardised); a photo with
+  almost no predicted mask pixels uses the lower-central box where a mask sits on an aligned
+  crop. The domain of any image is its nearest centroid, so it is computed on the fly and needs
+  no per-image bookkeeping; centroids are buffers of ``domains`` and are checkpointed.
+* **Det's XOR.** ``Det(f, G_M(f))`` compares the parts seen on the output with those correct
+  wearing predicts from the input (visible and not covered by a correct mask); see
+  :func:`mfgan_losses.visibility_disagreement`. ``lambda_cor`` is per sample and is stored in
+  the image pool next to its image (an extra channel), so D's pooled fakes keep their own factor.
+* **Where lambda_cor applies** (``cor_apply``, default ``both``): eq. (2) is the objective both
+  players share, so it weighs D's fake term *and* G's adversarial term; ``d_fake`` follows the
+  prose (the discriminator's loss only) and ``g`` the generator only.
+* **Identity loss**: eqs. (2)-(7) have none, so ``lambda_identity`` defaults to 0 (CycleGAN's is
+  available). ``L_inv`` is a mean over pixels (``mu`` does not depend on resolution).
+* **L_ds** follows StarGAN v2: the second output is detached and ``lambda_ds`` decays linearly to
+  0 over stage 3 (``ds_decay``). ``E`` is trained by the generator's optimiser, as in StarGAN v2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfrbench.errors import MfrbenchError
+from mfrbench.generators import mfgan_losses as L
+from mfrbench.generators._blocks import (AdaINUpBlock, PatchDiscriminator, ResnetGenerator, ResStage, init_weights,
+                                         norm_layer)
+from mfrbench.generators.base import register_generator
+from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMethod, ImagePool, TrainableGAN, l1,
+                                          lsgan_loss, set_requires_grad)
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------- networks
+
+
+class StyleGenerator(ResnetGenerator):
+    """``G_M``: the CycleGAN ResNet generator with AdaIN(s) in its up-sampling blocks.
+
+    ``forward(x, s=None)``: ``s`` is ``(B, style_dim)``; ``None`` uses the learned constant
+    :attr:`default_style` (stages 1-2, and generation without a reference).
+    """
+
+    def __init__(self, style_dim: int = 64, **kw: Any) -> None:
+        self._style_dim = style_dim       # read by make_up, which the parent's __init__ calls
+        super().__init__(**kw)
+        self.default_style = nn.Parameter(torch.zeros(1, style_dim))
+
+    def make_up(self, cin: int, cout: int, norm: Any) -> nn.Module:
+        return AdaINUpBlock(cin, cout, self._style_dim)
+
+    def decode(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for up in self.ups:
+            h = up(h, s)
+        return self.head(h)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if s is None:
+            s = self.default_style.expand(x.shape[0], -1)
+        return self.decode(self.encode(x), s)
+
+
+class StyleEncoder(nn.Module):
+    """``E``: shared trunk (stem + two ResStages) and one linear head per style domain (§III-D).
+
+    ``forward(x, y)`` -> ``(B, style_dim)``: the code of image ``i`` from head ``y[i]``
+    (StarGAN v2 ``StyleEncoder``). :meth:`all_heads` returns ``(B, K, style_dim)``.
+    """
+
+    def __init__(self, style_dim: int = 64, n_domains: int = 4, dim: int = 32, n_middle: int = 1,
+                 norm: str = "instance") -> None:
+        super().__init__()
+        nf = norm_layer(norm)
+        # stride-2 stem: the trunk then works at 1/2, 1/4, 1/8 of the input (cheap at 256 px)
+        self.stem = nn.Conv2d(3, dim, 3, 2, 1)
+        self.trunk = nn.Sequential(ResStage(dim, dim * 2, stride=2, n_middle=n_middle, norm=nf),
+                                   ResStage(dim * 2, dim * 4, stride=2, n_middle=n_middle, norm=nf))
+        self.heads = nn.ModuleList([nn.Linear(dim * 4, style_dim) for _ in range(n_domains)])
+        init_weights(self)
+
+    def all_heads(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(self.stem(x)).mean((2, 3))                     # (B, 4 * dim)
+        return torch.stack([head(h) for head in self.heads], dim=1)   # (B, K, style_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.all_heads(x)
+        return out[torch.arange(x.shape[0], device=x.device), y]      # (B, style_dim)
+
+
+def mask_style_features(images: torch.Tensor, mask_prob: torch.Tensor | None, *, min_frac: float = 0.01) -> torch.Tensor:
+    """Colour/texture statistics of the mask region, the space the style domains are clustered in.
+
+    Args:
+        images: ``(B, 3, S, S)`` in ``[-1, 1]``.
+        mask_prob: ``(B, 1, S, S)`` Seg's mask probability (``None``: use the fallback box for all).
+        min_frac: below this share of mask pixels, the lower-central box of an aligned crop is used.
+
+    Returns:
+        ``(B, 7)``: mean R, G, B, std R, G, B (in [0, 1] units) and mean gradient magnitude.
+    """
+    x = (images.float() + 1) / 2                                      # (B, 3, S, S) in [0, 1]
+    b, _, s, _ = x.shape
+    box = torch.zeros(1, 1, s, s, device=x.device)
+    box[..., int(0.58 * s):int(0.92 * s), int(0.22 * s):int(0.78 * s)] = 1
+    if mask_prob is None:
+        m = box.expand(b, 1, s, s)
+    else:
+        m = (mask_prob.float() > 0.5).float()
+        small = m.flatten(1).mean(1) < min_frac                      # (B,)
+        m = torch.where(small[:, None, None, None], box.expand_as(m), m)
+    n = m.flatten(1).sum(1).clamp_min(1)                              # (B,)
+    mean = (x * m).flatten(2).sum(2) / n[:, None]                     # (B, 3)
+    var = ((x - mean[:, :, None, None]) ** 2 * m).flatten(2).sum(2) / n[:, None]
+    gray = x.mean(1, keepdim=True)
+    gx = F.pad(gray[..., :, 1:] - gray[..., :, :-1], (0, 1, 0, 0)).abs()
+    gy = F.pad(gray[..., 1:, :] - gray[..., :-1, :], (0, 0, 0, 1)).abs()
+    grad = ((gx + gy) * m).flatten(1).sum(1) / n                      # (B,)
+    return torch.cat([mean, var.sqrt(), grad[:, None]], 1)           # (B, 7)
+
+
+class StyleDomains(nn.Module):
+    """K style domains as k-means centroids in :func:`mask_style_features` space (checkpointed buffers)."""
+
+    def __init__(self, n_domains: int, n_features: int = 7) -> None:
+        super().__init__()
+        self.register_buffer("centroids", torch.zeros(n_domains, n_features))
+        self.register_buffer("mu", torch.zeros(n_features))
+        self.register_buffer("sigma", torch.ones(n_features))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def k(self) -> int:
+        return self.centroids.shape[0]
+
+    def fit(self, feats: torch.Tensor, seed: int = 0) -> np.ndarray:
+        """k-means (scikit-learn, seeded) on standardised features; returns the domain sizes."""
+        from sklearn.cluster import KMeans
+
+        f = feats.detach().double().cpu()
+        if len(f) < self.k:
+            raise MfrbenchError(f"Expected at least n_domains={self.k} masked photos to cluster, but got {len(f)}")
+        mu, sigma = f.mean(0), f.std(0).clamp_min(1e-6)
+        z = ((f - mu) / sigma).numpy()
+        km = KMeans(n_clusters=self.k, n_init=10, random_state=seed).fit(z)
+        # order domains by mean brightness so domain ids are stable across sklearn versions
+        order = np.argsort(km.cluster_centers_[:, :3].mean(1), kind="stable")
+        self.centroids.copy_(torch.as_tensor(km.cluster_centers_[order], dtype=torch.float32))
+        self.mu.copy_(mu.float()), self.sigma.copy_(sigma.float()), self.fitted.fill_(True)
+        return np.bincount(self.assign(feats).cpu().numpy(), minlength=self.k)
+
+    def assign(self, feats: torch.Tensor) -> torch.Tensor:
+        """Nearest centroid, ``(B,)`` long."""
+        z = (feats.float().to(self.mu) - self.mu) / self.sigma
+        return torch.cdist(z, self.centroids).argmin(1)
+
+
+# --------------------------------------------------------------------------------- Det / Seg glue
+
+
+class FrozenAux:
+    """A frozen ``Det`` or ``Seg`` network, called at any resolution (resized to its own size and back).
+
+    ``Seg`` returns the mask probability ``(B, 1, S, S)``; ``Det`` the part visibility ``(B, P)``
+    for the parts named in :attr:`parts`. Build with :meth:`from_run` (a run folder of
+    ``mfrbench train-aux``) or directly from a module.
+    """
+
+    def __init__(self, kind: str, net: nn.Module, *, size: int | None = None, parts: Sequence[str] = (),
+                 run: str | None = None) -> None:
+        self.kind, self.net, self.size, self.parts, self.run = kind, net.eval(), size, list(parts), run
+        set_requires_grad([self.net], False)
+
+    @classmethod
+    def from_run(cls, kind: str, run: str | None, device: torch.device) -> "FrozenAux":
+        if not run:
+            flag = "--det" if kind == "Det" else "--seg"
+            raise MfrbenchError(f"MFGAN needs a trained {kind} run: pass {flag} RUN "
+                                f"(train one with `mfrbench train-aux --module {kind.lower()}`)")
+        if kind == "Seg":
+            from mfrbench.generators.seg import load_seg
+
+            net = load_seg(run, device)
+            return cls(kind, net, size=_aux_size(net), run=str(run))
+        from mfrbench.generators.parts import load_det
+
+        net = load_det(run, device)
+        return cls(kind, net, size=_aux_size(net), parts=list(net.parts), run=str(run))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.shape[-1]
+        xi = x.detach().float()
+        if self.size and s != self.size:
+            xi = F.interpolate(xi, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        out = self.net(xi)
+        if self.kind == "Seg":
+            p = torch.sigmoid(out.float())                              # (B, 1, s', s') mask probability
+            return F.interpolate(p, size=(s, s), mode="bilinear", align_corners=False) if p.shape[-1] != s else p
+        return torch.sigmoid(out.float())                               # (B, P) part visibility
+
+
+def _aux_size(net: nn.Module) -> int | None:
+    size = getattr(net, "size", None)
+    return int(size) if size else None
+
+
+# ----------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class MFGANConfig:
+    # networks (CycleGAN names, so the shared profiles apply)
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 6
+    n_layers_d: int = 3
+    norm: str = "instance"
+    d_m_extra_convs: int = 1        # "adds a convolution layer in discriminator" (§IV-A)
+    pool_size: int = 50
+    style_dim: int = 64
+    n_domains: int = 4              # K
+    enc_dim: int = 32               # width of E's stem (trunk: 2x, 4x)
+    enc_middle: int = 1             # middle ResBlocks per ResStage
+    # schedule: None splits the run's steps in the paper's 100K:200K:150K ratio
+    stage_steps: tuple[int, int, int] | None = None
+    # modules (Table III ablations)
+    use_cor: bool = True
+    use_inv: bool = True
+    use_sty: bool = True
+    # frozen helpers
+    det_checkpoint: str | None = None
+    seg_checkpoint: str | None = None
+    # (1) lambda_cor
+    cor_alpha: float = 1.0
+    cor_c: float = 1.0
+    cor_weights: dict[str, float] = field(default_factory=lambda: {"eyes": 2.0, "nose": 1.0, "mouth": 1.0})
+    cor_covered: tuple[str, ...] = ("nose", "mouth", "chin")
+    cor_apply: str = "both"         # d_fake | g | both
+    cor_threshold: float = 0.5
+    # weights of (2)-(7)
+    lambda_cycle: float = 10.0      # lambda
+    lambda_identity: float = 0.0    # not in the paper's objective; CycleGAN's 0.5 available
+    lambda_inv: float = 10.0        # mu
+    lambda_sty: float = 1.0
+    lambda_ds: float = 1.0
+    ds_decay: bool = True           # StarGAN v2: lambda_ds -> 0 linearly over stage 3
+    seg_threshold: float = 0.5
+    readout_n: int = 16             # faces in the per-stage quality read-out
+
+    def __post_init__(self) -> None:
+        if self.cor_apply not in ("d_fake", "g", "both"):
+            raise MfrbenchError(f"Expected cor_apply in ('d_fake', 'g', 'both'), but got {self.cor_apply!r}")
+        if self.n_domains < 1:
+            raise MfrbenchError(f"Expected n_domains >= 1, but got {self.n_domains}")
+        if self.stage_steps is not None:
+            object.__setattr__(self, "stage_steps", tuple(int(s) for s in self.stage_steps))
+            if len(self.stage_steps) != 3 or min(self.stage_steps) < 0:
+                raise MfrbenchError(f"Expected three non-negative stage_steps, but got {self.stage_steps}")
+        object.__setattr__(self, "cor_covered", tuple(self.cor_covered))
+
+
+def split_stages(total: int, stage_steps: Sequence[int] | None) -> tuple[int, int, int]:
+    """Steps per stage: explicit, or ``total`` split 2:4:3 (the paper's 100K/200K/150K), each >= 1 when possible.
+
+    >>> split_stages(450_000, None), split_stages(4, None), split_stages(9, (1, 2, 6))
+    ((100000, 200000, 150000), (1, 2, 1), (1, 2, 6))
+    """
+    if stage_steps is not None:
+        st = tuple(int(s) for s in stage_steps)
+        if sum(st) != total:
+            raise MfrbenchError(f"Expected stage_steps to sum to the run's steps ({total}), but got {st} = {sum(st)}")
+        return st  # type: ignore[return-value]
+    bounds = [round(total * f) for f in (2 / 9, 6 / 9)] + [total]
+    if total >= 3:
+        bounds[0] = max(1, bounds[0])
+        bounds[1] = min(max(bounds[0] + 1, bounds[1]), total - 1)
+    return bounds[0], bounds[1] - bounds[0], total - bounds[1]
+
+
+#: Loss names each stage logs, per module switch (what the ablation test reads back from losses.csv).
+def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
+    names = ["G_M_gan", "G_F_gan", "cyc_F", "cyc_M"]
+    if cfg.lambda_identity > 0:
+        names += ["idt_M", "idt_F"]
+    if cfg.use_cor:
+        names += ["lambda_cor"]
+    if cfg.use_inv and stage >= 2:
+        names += ["inv"]
+    if cfg.use_sty and stage >= 3:
+        names += ["sty", "ds", "lambda_ds"]
+    return names + ["D_M", "D_F", "stage"]
+
+
+# ---------------------------------------------------------------------------------------- backend
+
+
+class MFGAN(TrainableGAN):
+    """MFGAN's three-stage training behind the shared contract (``build``, ``train_step``, ``networks``)."""
+
+    cfg: MFGANConfig
+
+    # ---- construction
+    def build(self) -> None:
+        c, t = self.cfg, self.train_cfg
+        self.stages = split_stages(t.steps, c.stage_steps)
+        self.G_M = StyleGenerator(style_dim=c.style_dim, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm, extra_convs=c.d_m_extra_convs)
+        self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
+        self.E = StyleEncoder(c.style_dim, c.n_domains, c.enc_dim, c.enc_middle, c.norm)
+        self.domains = StyleDomains(c.n_domains)
+        self.ema = EMA(self.G_M, t.ema_decay)
+        self.ema_E = EMA(self.E, t.ema_decay)
+        # E is trained with the generators (StarGAN v2 steps the style encoder on the G loss)
+        self.opt["G"] = self.adam(list(self.G_M.parameters()) + list(self.G_F.parameters()) + list(self.E.parameters()))
+        self.opt["D"] = self.adam(list(self.D_M.parameters()) + list(self.D_F.parameters()))
+        self.pools = {"fake_M": ImagePool(c.pool_size), "fake_F": ImagePool(c.pool_size)}
+        self.det = FrozenAux.from_run("Det", c.det_checkpoint, self.device) if (c.use_cor or c.det_checkpoint) else None
+        self.seg = FrozenAux.from_run("Seg", c.seg_checkpoint, self.device) if (c.use_inv or c.use_sty or c.seg_checkpoint) else None
+        if self.det is not None:
+            parts = self.det.parts
+            unknown = (set(c.cor_weights) | set(c.cor_covered)) - set(parts)
+            # weights/covered parts that Det does not predict are ignored with a note, not an error:
+            # the penalty vector W is defined over whatever Det predicts (§III-B "face, eyes, ...").
+            if unknown:
+                log.info("Det %s predicts %s; ignoring %s in cor_weights/cor_covered", c.det_checkpoint, parts, sorted(unknown))
+            self.cor_w = [float(c.cor_weights.get(p, 0.0)) for p in parts]
+            self.cor_cov = [p in c.cor_covered for p in parts]
+        self._prep: dict[str, Any] = {}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G_M": self.G_M, "G_F": self.G_F, "D_M": self.D_M, "D_F": self.D_F, "E": self.E,
+                "G_M_ema": self.ema.net, "E_ema": self.ema_E.net, "domains": self.domains}
+
+    def stage_of(self, step: int) -> int:
+        """Stage (1, 2, 3) of the 0-based ``step``."""
+        a, b, _ = self.stages
+        return 1 if step < a else 2 if step < a + b else 3
+
+    def stage_ends(self) -> list[int]:
+        a, b, c = self.stages
+        return [a, a + b, a + b + c]
+
+    # ---- dataset-level preparation (called by gan_core.fit before the first step, also on resume)
+    def prepare(self, faces: Any, masks: Any, run_dir: Path) -> None:
+        """Cluster the masked photos into K style domains (once), index them, fix the read-out set."""
+        self._prep = {"masks": masks, "faces": faces, "run_dir": Path(run_dir)}
+        feats = self._features_of(masks)
+        if not bool(self.domains.fitted):
+            sizes = self.domains.fit(feats, seed=self.train_cfg.seed)
+            log.info("style domains (k-means, K=%d) over %d masked photos: sizes %s", self.domains.k, len(masks),
+                     sizes.tolist())
+        labels = self.domains.assign(feats.to(self.device)).cpu().numpy()
+        self._prep["labels"] = labels
+        self._prep["by_domain"] = [np.flatnonzero(labels == k) for k in range(self.domains.k)]
+        rng = np.random.default_rng([self.train_cfg.seed, 424242])
+        n = min(self.cfg.readout_n, len(faces))
+        self._prep["readout_faces"] = np.sort(rng.choice(len(faces), size=n, replace=False))
+        self._prep["readout_refs"] = self._reference_per_domain(rng)
+
+    def _features_of(self, masks: Any, chunk: int = 64) -> torch.Tensor:
+        out = []
+        for i in range(0, len(masks), chunk):
+            x = masks.batch(np.arange(i, min(i + chunk, len(masks))), np.zeros(min(chunk, len(masks) - i), bool),
+                            self.device)
+            out.append(mask_style_features(x, self.seg(x) if self.seg else None).cpu())
+        return torch.cat(out)
+
+    def _reference_per_domain(self, rng: np.random.Generator) -> np.ndarray:
+        """One masked photo per non-empty domain (the reference column of grids and read-outs)."""
+        return np.array([int(rng.choice(ix)) for ix in self._prep["by_domain"] if len(ix)], dtype=np.int64)
+
+    def domain_of(self, images: torch.Tensor) -> torch.Tensor:
+        """Style domain of masked images (nearest centroid of their Seg mask-region statistics)."""
+        return self.domains.assign(mask_style_features(images, self.seg(images) if self.seg else None))
+
+    # ---- pieces of the step
+    def _lambda_cor(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        vis_in, vis_out = self.det(real_f), self.det(fake_m.detach())
+        dis = L.visibility_disagreement(vis_in, vis_out, covered=self.cor_cov, threshold=c.cor_threshold)
+        return L.correction_factor(L.penalty(dis, self.cor_w), alpha=c.cor_alpha, c=c.cor_c)  # (B,)
+
+    def _second_reference(self, y: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        masks, by = self._prep["masks"], self._prep["by_domain"]
+        idx = np.array([int(rng.choice(by[int(k)])) if len(by[int(k)]) else int(rng.integers(len(masks)))
+                        for k in y.tolist()])
+        return masks.batch(idx, np.zeros(len(idx), bool), self.device)
+
+    def train_step(self, batch: GANBatch, rng: np.random.Generator) -> dict[str, float]:
+        c = self.cfg
+        stage = self.stage_of(self.step)
+        sty = c.use_sty and stage >= 3
+        inv = c.use_inv and stage >= 2
+        if sty and "masks" not in self._prep:
+            raise MfrbenchError("MFGAN stage 3 needs the masked-photo bank: train through gan_core.fit (it calls prepare)")
+        real_f, real_m = batch.faces, batch.masks
+        # ---- generators (+ E in stage 3)
+        set_requires_grad([self.D_M, self.D_F], False)
+        self.opt["G"].zero_grad(set_to_none=True)
+        extra: dict[str, float] = {"stage": float(stage)}
+        with self.autocast():
+            if sty:
+                y = self.domain_of(real_m)                         # (B,) domains of the references
+                s1 = self.E(real_m, y)                             # (B, style_dim)
+                ref2 = self._second_reference(y, rng)
+                s2 = self.E(ref2, y)
+            else:
+                y = s1 = s2 = None
+            fake_m = self.G_M(real_f, s1)
+            lam = self._lambda_cor(real_f, fake_m) if c.use_cor else None
+            rec_f = self.G_F(fake_m)
+            fake_f = self.G_F(real_m)
+            rec_m = self.G_M(fake_f, s1)                      # back to the masked photo in its own style
+            terms = {
+                "G_M_gan": L.corrected_g_loss(self.D_M(fake_m), lam, apply=c.cor_apply),
+                "G_F_gan": lsgan_loss(self.D_F(fake_f), True),
+                "cyc_F": l1(rec_f, real_f) * c.lambda_cycle,
+                "cyc_M": l1(rec_m, real_m) * c.lambda_cycle,
+            }
+            if c.lambda_identity > 0:
+                w = c.lambda_cycle * c.lambda_identity
+                terms["idt_M"] = l1(self.G_M(real_m), real_m) * w
+                terms["idt_F"] = l1(self.G_F(real_f), real_f) * w
+            if inv:
+                s_f = L.non_mask_map(self.seg(fake_m), threshold=c.seg_threshold)
+                terms["inv"] = L.local_invariance_loss(fake_m, real_f, s_f) * c.lambda_inv
+            if sty:
+                terms["sty"] = L.style_reconstruction_loss(s1, self.E(fake_m, y)) * c.lambda_sty
+                lam_ds = L.ds_weight(self.step - sum(self.stages[:2]), c.lambda_ds,
+                                     self.stages[2] if c.ds_decay else None)
+                fake_m2 = self.G_M(real_f, s2).detach()
+                terms["ds"] = -L.style_diversity_loss(fake_m, fake_m2) * lam_ds   # maximised: enters negated
+                extra["lambda_ds"] = lam_ds
+            loss_g = sum(terms.values())
+        loss_g.backward()
+        self.opt["G"].step()
+        self.ema.update(self.G_M, self.step)
+        self.ema_E.update(self.E, self.step)
+        # ---- discriminators on pooled fakes; lambda_cor travels with its image as a 4th channel
+        set_requires_grad([self.D_M, self.D_F], True)
+        self.opt["D"].zero_grad(set_to_none=True)
+        lam_plane = (lam if lam is not None else torch.ones(len(fake_m), device=fake_m.device))
+        packed = torch.cat([fake_m.detach().float(), lam_plane.float()[:, None, None, None].expand(-1, 1, *fake_m.shape[2:])], 1)
+        pooled = self.pools["fake_M"].query(packed, rng)
+        pooled_m, pooled_lam = pooled[:, :3], pooled[:, 3, 0, 0]
+        pooled_f = self.pools["fake_F"].query(fake_f.detach(), rng)
+        with self.autocast():
+            d_m = L.corrected_d_loss(self.D_M(real_m), self.D_M(pooled_m), pooled_lam if c.use_cor else None,
+                                     apply=c.cor_apply)
+            d_f = 0.5 * (lsgan_loss(self.D_F(real_f), True) + lsgan_loss(self.D_F(pooled_f), False))
+        (d_m + d_f).backward()
+        self.opt["D"].step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        if lam is not None:
+            out["lambda_cor"] = float(lam.mean())
+        out.update(D_M=float(d_m.detach()), D_F=float(d_f.detach()), **extra)
+        if self.step + 1 in self.stage_ends() and "run_dir" in self._prep:
+            self.stage_report(stage)
+        return out
+
+    # ---- pictures and read-outs
+    def reference_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed references (one per domain) and their domains."""
+        masks = self._prep["masks"]
+        idx = self._prep["readout_refs"]
+        refs = masks.batch(idx, np.zeros(len(idx), bool), self.device)
+        return refs, self.domain_of(refs)
+
+    @torch.no_grad()
+    def stylize(self, faces: torch.Tensor, refs: torch.Tensor | None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """EMA ``G_M(f, E(r))``; ``refs=None`` uses the default style. ``refs`` broadcast over faces if 1 image."""
+        g, e = self.ema.net, self.ema_E.net
+        faces = faces.to(self.device)
+        if refs is None:
+            return g(faces).float().clamp(-1, 1)
+        refs = refs.to(self.device)
+        if y is None:
+            y = self.domain_of(refs)
+        s = e(refs, y)
+        if s.shape[0] == 1:
+            s = s.expand(faces.shape[0], -1)
+        return g(faces, s).float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample_rows(self, batch: GANBatch) -> list[torch.Tensor]:
+        """Grid rows: input faces | output (default style) | reference | output in that reference's style | G_F."""
+        rows = [batch.faces, self.stylize(batch.faces, None), batch.masks, self.stylize(batch.faces, batch.masks)]
+        rows.append(self.G_F(batch.masks).float().clamp(-1, 1))
+        return rows
+
+    @torch.no_grad()
+    def stage_report(self, stage: int) -> dict:
+        """Per-stage read-out (JSON + grid under ``RUN/stages/``): the metrics each stage claims to move."""
+        from mfrbench.generators.gan_core import _to_uint8, atomic_write_text
+        from mfrbench.imageio import save_image
+        from mfrbench.viz import image_grid
+
+        run_dir, faces = self._prep["run_dir"], self._prep["faces"]
+        fi = self._prep["readout_faces"]
+        real = faces.batch(fi, np.zeros(len(fi), bool), self.device)
+        refs, y = self.reference_batch()
+        out = self.stylize(real, None)
+        styled = [self.stylize(real, refs[k:k + 1], y[k:k + 1]) for k in range(len(refs))]
+        report = {"stage": stage, "step": self.step + 1, **quality_readout(self, real, out, styled)}
+        d = run_dir / "stages"
+        atomic_write_text(d / f"stage{stage}.json", json.dumps(report, indent=2) + "\n")
+        # grid: column 0 = reference (blank for the default style), then the faces; rows: inputs, default, each ref
+        n = min(8, len(real))
+        blank = torch.ones_like(real[:1])
+        rows = [torch.cat([blank, real[:n]]), torch.cat([blank, out[:n]])]
+        rows += [torch.cat([refs[k:k + 1], styled[k][:n]]) for k in range(len(refs))]
+        tiles = [t for r in rows for t in _to_uint8(r)]
+        save_image(d / f"stage{stage}_grid.png", image_grid(tiles, cols=n + 1, size=max(64, real.shape[-1])))
+        log.info("stage %d read-out: %s", stage, {k: v for k, v in report.items() if not isinstance(v, dict)})
+        return report
+
+
+# ------------------------------------------------------------------------------------ read-outs
+
+
+def template_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
+    """Nose and mouth boxes ``(y0, y1, x0, x1)`` on an aligned crop, from the ArcFace 5-point template."""
+    from mfrbench.align import ARCFACE_TEMPLATE
+
+    t = ARCFACE_TEMPLATE * (size / 112.0)
+    r = size / 112.0
+    nose = t[2]
+    mouth_l, mouth_r = t[3], t[4]
+    return {"nose": (int(nose[1] - 8 * r), int(nose[1] + 4 * r), int(nose[0] - 7 * r), int(nose[0] + 7 * r)),
+            "mouth": (int(mouth_l[1] - 5 * r), int(mouth_l[1] + 5 * r), int(mouth_l[0]), int(mouth_r[0]) + 1)}
+
+
+def non_mask_ssim_psnr(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
+    """SSIM and PSNR between uint8 images restricted to ``keep`` (1 = non-mask pixel).
+
+    Uses ``mfrbench.metrics.quality`` when the evaluator module provides it, else scikit-image
+    (SSIM map averaged over kept pixels; PSNR from the MSE over kept pixels).
+    """
+    try:
+        from mfrbench.metrics import quality as Q  # the evaluator's implementation, when present
+
+        return float(Q.ssim_non_mask(real, fake, keep)), float(Q.psnr_non_mask(real, fake, keep))
+    except (ImportError, AttributeError, TypeError):
+        pass
+    from skimage.metrics import structural_similarity
+
+    keep = keep.astype(bool)
+    if not keep.any():
+        return float("nan"), float("nan")
+    _, smap = structural_similarity(real, fake, channel_axis=-1, data_range=255, full=True)
+    ssim = float(smap.mean(-1)[keep].mean())
+    mse = float(((real.astype(np.float64) - fake.astype(np.float64)) ** 2)[keep].mean())
+    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return ssim, psnr
+
+
+@torch.no_grad()
+def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
+                    styled: Sequence[torch.Tensor] = ()) -> dict[str, Any]:
+    """The numbers each stage claims to move, on one set of faces.
+
+    * ``correct_wearing``: share of outputs whose Det verdict matches correct wearing (the
+      lambda_cor penalty is 0), and, per part, the share Det calls visible on the outputs;
+    * ``nose_cov``/``mouth_cov``: mean share of the template nose/mouth box that Seg calls mask;
+    * ``ssim_nonmask``/``psnr_nonmask``: input vs output outside Seg's mask (SSIM/PSNR, skimage or
+      the evaluator's ``mfrbench.metrics.quality``); FID/KID are left to ``mfrbench quality``;
+    * ``style_diversity``: mean L1 (in [-1, 1] units) between outputs for different references.
+    """
+    from mfrbench.generators.gan_core import _to_uint8
+
+    res: dict[str, Any] = {"n": int(real.shape[0])}
+    if model.det is not None:
+        vin, vout = model.det(real), model.det(out)
+        dis = L.visibility_disagreement(vin, vout, covered=model.cor_cov, threshold=model.cfg.cor_threshold)
+        x = L.penalty(dis, [1.0] * dis.shape[1])
+        res["correct_wearing"] = float((x == 0).float().mean())
+        res["visible_on_output"] = {p: float((vout[:, i] > 0.5).float().mean()) for i, p in enumerate(model.det.parts)}
+    if model.seg is not None:
+        mp = model.seg(out)[:, 0] > model.cfg.seg_threshold                 # (B, S, S)
+        for part, (y0, y1, x0, x1) in template_boxes(out.shape[-1]).items():
+            res[f"{part}_cov"] = float(mp[:, y0:y1, x0:x1].float().mean())
+        res["mask_area"] = float(mp.float().mean())
+        r8, o8, keep = _to_uint8(real), _to_uint8(out), (~mp).cpu().numpy()
+        vals = np.array([non_mask_ssim_psnr(r8[i], o8[i], keep[i]) for i in range(len(r8))])
+        res["ssim_nonmask"] = float(np.nanmean(vals[:, 0]))
+        res["psnr_nonmask"] = float(np.nanmean(np.where(np.isinf(vals[:, 1]), np.nan, vals[:, 1])))
+    if len(styled) >= 2:
+        pairs = [(i, j) for i in range(len(styled)) for j in range(i + 1, len(styled))]
+        res["style_diversity"] = float(np.mean([(styled[i] - styled[j]).abs().mean().item() for i, j in pairs]))
+    res["fid"] = "left to `mfrbench quality`"
+    return res
+
+
+# ------------------------------------------------------------------------------ presets (Table III)
+
+#: preset name -> MFGANConfig defaults that differ from ``mfgan``
+PRESETS: dict[str, dict[str, Any]] = {
+    "mfgan": {},
+    "mfgan-no-inv": {"use_inv": False},
+    "mfgan-no-cor": {"use_cor": False},
+    "mfgan-no-sty": {"use_sty": False},
+}
+
+
+def _preset_config(name: str, overrides: dict[str, Any]) -> type:
+    """A subclass of :class:`MFGANConfig` whose defaults carry the preset (so profiles and CLI overrides still apply)."""
+    if not overrides:
+        return MFGANConfig
+    flds = [(k, type(v), dataclasses.field(default=v)) for k, v in overrides.items()]
+    return dataclasses.make_dataclass(name.replace("-", "_").title().replace("_", "") + "Config", flds,
+                                      bases=(MFGANConfig,), frozen=True)
+
+
+for _name, _over in PRESETS.items():
+    GAN_METHODS.register((lambda spec: (lambda: spec))(GANMethod(_name, MFGAN, _preset_config(_name, _over))),
+                         name=_name)
+
+
+def is_mfgan_method(name: str) -> bool:
+    return name in PRESETS
+
+
+@register_generator
+def mfgan(checkpoint: str | None = None, **kw: Any) -> "MFGANMaskGenerator":
+    """A trained MFGAN run (any preset; ``checkpoint=RUN_DIR``) as a reference-guided :class:`MaskGenerator`."""
+    from mfrbench.generators.mfgan_generate import MFGANMaskGenerator
+
+    return MFGANMaskGenerator.from_run(checkpoint, **kw)

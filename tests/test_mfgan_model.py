@@ -1,0 +1,201 @@
+"""MFGAN networks, schedule, presets, resume (generators/mfgan.py).
+
+These tests use small stand-in Det/Seg networks (random weights, the real FrozenAux wrapper) on
+in-memory crops, so the contract can be checked in seconds; the end-to-end run on real shared
+data with trained Det/Seg runs is in ``test_mfgan_train.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mfrbench.generators import gan_core
+from mfrbench.generators import mfgan as M
+
+PARTS = ["eyes", "nose", "mouth", "chin"]
+
+
+class _TinySeg(nn.Module):
+    size = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + 2.0 * (torch.linspace(-1, 1, x.shape[-2])[None, None, :, None] > 0.2)
+
+
+class _TinyDet(nn.Module):
+    size = 32
+    parts = PARTS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, 2, 1)
+        self.fc = nn.Linear(4, len(PARTS))
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3))) * 10
+
+
+@pytest.fixture()
+def stand_in_aux(monkeypatch):
+    torch.manual_seed(0)
+    seg, det = _TinySeg(), _TinyDet()
+
+    def from_run(kind, run, device):
+        if not run:
+            raise M.MfrbenchError(f"MFGAN needs a trained {kind} run")
+        net = seg if kind == "Seg" else det
+        return M.FrozenAux(kind, net, size=net.size, parts=getattr(net, "parts", ()), run=run)
+
+    monkeypatch.setattr(M.FrozenAux, "from_run", staticmethod(from_run))
+
+
+def _domain(name: str, n: int, size: int, seed: int) -> gan_core.DomainData:
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return gan_core.DomainData(name, imgs, [f"{name}{i}" for i in range(n)], "memory")
+
+
+TINY = dict(ngf=4, ndf=4, n_blocks=1, style_dim=8, enc_dim=4, n_domains=2, pool_size=2, readout_n=4,
+            det_checkpoint="det-run", seg_checkpoint="seg-run")
+
+
+def _train(method: str, tmp: Path, steps: int = 6, **model) -> tuple[gan_core.TrainableGAN, dict]:
+    train, cfg = gan_core.resolve_config(method, None, train=dict(size=32, steps=steps, batch_size=2, sample_every=3,
+                                                                  ckpt_every=1, log_every=1, n_sample=2),
+                                         model={**TINY, **model})
+    gan = gan_core.build_gan(train, cfg)
+    config = gan_core.config_dict(train, cfg)
+    faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
+    summary = gan_core.fit(gan, faces, masks, tmp, config=config, progress=False)
+    return gan, summary
+
+
+def _logged(run: Path) -> list[dict]:
+    with open(run / "losses.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_networks_shapes_and_gradients():
+    torch.manual_seed(0)
+    g = M.StyleGenerator(style_dim=8, ngf=4, n_blocks=1)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    s = torch.randn(2, 8, requires_grad=True)
+    y = g(x, s)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    y.mean().backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0        # the style code reaches the output (AdaIN)
+    assert torch.allclose(g(x), g(x, g.default_style.expand(2, -1)))
+    e = M.StyleEncoder(style_dim=8, n_domains=3, dim=4)
+    assert e.all_heads(x).shape == (2, 3, 8)
+    out = e(x, torch.tensor([2, 0]))
+    assert torch.allclose(out[0], e.all_heads(x)[0, 2]) and torch.allclose(out[1], e.all_heads(x)[1, 0])
+    kinds = [type(b).__name__ + ":" + b.position for st in e.trunk for b in st]
+    assert kinds == ["PreActResBlock:start", "PreActResBlock:middle", "PreActResBlock:end"] * 2
+    # D_M has one more conv than D_F (paper §IV-A)
+    d_m = M.PatchDiscriminator(ndf=4, extra_convs=1)
+    d_f = M.PatchDiscriminator(ndf=4)
+    n_conv = lambda d: sum(isinstance(m, nn.Conv2d) for m in d.modules())  # noqa: E731
+    assert n_conv(d_m) == n_conv(d_f) + 1
+
+
+def test_style_domains_cluster_and_assign():
+    torch.manual_seed(0)
+    dark = torch.full((6, 3, 16, 16), -0.8) + 0.05 * torch.randn(6, 3, 16, 16)
+    light = torch.full((6, 3, 16, 16), 0.8) + 0.05 * torch.randn(6, 3, 16, 16)
+    x = torch.cat([dark, light])
+    feats = M.mask_style_features(x, None)
+    assert feats.shape == (12, 7)
+    dom = M.StyleDomains(2)
+    sizes = dom.fit(feats, seed=0)
+    assert sorted(sizes.tolist()) == [6, 6]
+    lab = dom.assign(feats)
+    assert lab[:6].tolist() == [0] * 6 and lab[6:].tolist() == [1] * 6   # ordered by brightness
+    # state round-trips through a state dict (checkpoint)
+    dom2 = M.StyleDomains(2)
+    dom2.load_state_dict(dom.state_dict())
+    assert torch.equal(dom2.assign(feats), lab)
+
+
+def test_split_stages():
+    assert M.split_stages(450_000, None) == (100_000, 200_000, 150_000)
+    assert M.split_stages(6, None) == (1, 3, 2)
+    assert M.split_stages(3, None) == (1, 1, 1)
+    with pytest.raises(M.MfrbenchError, match="sum to the run's steps"):
+        M.split_stages(10, (1, 2, 3))
+
+
+@pytest.mark.parametrize("method", list(M.PRESETS))
+def test_presets_log_the_terms_of_each_stage(method, stand_in_aux, tmp_path):
+    """For every preset and stage, the logged loss names are exactly the active terms."""
+    gan, _ = _train(method, tmp_path, steps=6)
+    assert gan.stages == (1, 3, 2)
+    rows = _logged(tmp_path)
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    for r in rows:
+        stage = int(float(r["stage"]))
+        logged = sorted(k for k, v in r.items() if v not in ("", None) and k not in ("step", "lr"))
+        assert logged == sorted(M.active_terms(gan.cfg, stage)), (method, stage)
+    expected = {"mfgan": {}, "mfgan-no-inv": {"use_inv": False}, "mfgan-no-cor": {"use_cor": False},
+                "mfgan-no-sty": {"use_sty": False}}[method]
+    for k, v in expected.items():
+        assert getattr(gan.cfg, k) is v
+    # stage read-outs and grids at every stage end
+    for s in (1, 2, 3):
+        assert (tmp_path / "stages" / f"stage{s}.json").is_file()
+        assert (tmp_path / "stages" / f"stage{s}_grid.png").is_file()
+
+
+def test_resume_is_exact_across_a_stage_boundary(stand_in_aux, tmp_path):
+    full, _ = _train("mfgan", tmp_path / "full", steps=6)
+    # stages (1, 3, 2): interrupt after step 4 (the callback runs before that step's checkpoint, so the
+    # last checkpoint is step 3, inside stage 2); the resumed run crosses into stage 3
+    train, cfg = gan_core.resolve_config("mfgan", None, train=dict(size=32, steps=6, batch_size=2, sample_every=3,
+                                                                   ckpt_every=1, log_every=1, n_sample=2),
+                                         model=TINY)
+    faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
+    run = tmp_path / "part"
+    gan = gan_core.build_gan(train, cfg)
+    config = gan_core.config_dict(train, cfg)
+
+    def stop_at_4(step, **_):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gan_core.fit(gan, faces, masks, run, config=config, progress=False, callbacks=[stop_at_4])
+    ck = gan_core.load_checkpoint(run)
+    assert ck["state"]["step"] == 3 and gan.stage_of(3) == 2 and gan.stage_of(4) == 3
+    resumed = gan_core.build_gan(train, cfg)
+    resumed.load_state_dict(ck["state"])
+    gan_core.fit(resumed, faces, masks, run, config=config, progress=False)
+    for name, net in full.networks().items():
+        for (k, a), b in zip(net.state_dict().items(), resumed.networks()[name].state_dict().values()):
+            assert torch.equal(a, b), (name, k)
+    assert _logged(tmp_path / "full") == _logged(run)
+
+
+def test_missing_det_is_a_clear_error(stand_in_aux):
+    train, cfg = gan_core.resolve_config("mfgan", None, train=dict(size=32, steps=3), model={**TINY, "det_checkpoint": None})
+    with pytest.raises(M.MfrbenchError, match="pass --det RUN"):
+        gan_core.build_gan(train, cfg)
+    # without lambda_cor no Det is needed
+    train, cfg = gan_core.resolve_config("mfgan-no-cor", None, train=dict(size=32, steps=3),
+                                         model={**TINY, "det_checkpoint": None})
+    assert gan_core.build_gan(train, cfg).det is None
+
+
+def test_bad_config_values():
+    with pytest.raises(M.MfrbenchError, match="cor_apply"):
+        M.MFGANConfig(cor_apply="disc")
+    with pytest.raises(M.MfrbenchError, match="three non-negative"):
+        M.MFGANConfig(stage_steps=(1, 2))
