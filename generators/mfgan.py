@@ -65,8 +65,8 @@ from mfrbench.generators import mfgan_losses as L
 from mfrbench.generators._blocks import (AdaINUpBlock, PatchDiscriminator, ResnetGenerator, ResStage, init_weights,
                                          norm_layer)
 from mfrbench.generators.base import register_generator
-from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMethod, ImagePool, TrainableGAN, l1,
-                                          lsgan_loss, set_requires_grad)
+from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMaskGenerator, GANMethod, ImagePool,
+                                          TrainableGAN, l1, lsgan_loss, set_requires_grad)
 
 log = logging.getLogger(__name__)
 
@@ -660,9 +660,138 @@ def is_mfgan_method(name: str) -> bool:
     return name in PRESETS
 
 
-@register_generator
-def mfgan(checkpoint: str | None = None, **kw: Any) -> "MFGANMaskGenerator":
-    """A trained MFGAN run (any preset; ``checkpoint=RUN_DIR``) as a reference-guided :class:`MaskGenerator`."""
-    from mfrbench.generators.mfgan_generate import MFGANMaskGenerator
+# ----------------------------------------------------------------------------------- generation
 
-    return MFGANMaskGenerator.from_run(checkpoint, **kw)
+REFERENCE_MODES = ("random", "fixed", "per-identity")
+
+
+class MFGANMaskGenerator(GANMaskGenerator):
+    """A trained MFGAN run as a reference-guided :class:`~mfrbench.generators.base.MaskGenerator` (paper Fig. 8).
+
+    Without references every face gets the learned default style. With ``reference`` (a folder of
+    masked photos, aligned once with YuNet into ``RUN/data/references-<hash>/``, or an aligned
+    manifest), each face is masked in the style ``E_ema(r, domain(r))`` of a reference ``r``:
+
+    * ``random``: each image draws its reference from its own RNG (``image_rng(seed, key)``), so the
+      choice does not depend on batching, workers or order;
+    * ``fixed``: one reference for all (``reference_index`` in the bank's sorted order);
+    * ``per-identity``: all images of an identity share one reference (a hash of seed and identity;
+      images without identity fall back to ``random``).
+
+    Manifest columns added per image: ``reference`` (the reference's key), ``style_domain``,
+    ``reference_mode``, ``mask_map_source`` (``seg``: the mask map is ``Seg`` on the output).
+    """
+
+    per_image_rng = True
+    wants_identities = True
+
+    def __init__(self, model: "MFGAN", *, run_dir: str, reference: str | None = None, reference_mode: str = "random",
+                 reference_index: int = 0, seed: int = 0, batch_size: int = 32) -> None:
+        super().__init__(model, run_dir=run_dir, seg=None, batch_size=batch_size)
+        if reference_mode not in REFERENCE_MODES:
+            raise MfrbenchError(f"Expected --reference-mode in {REFERENCE_MODES}, but got {reference_mode!r}")
+        self.model: MFGAN = model
+        self.name = "mfgan"
+        self.reference, self.reference_mode, self.seed = reference, reference_mode, int(seed)
+        self.bank: Any = None
+        self.codes = self.domains = None
+        if reference:
+            import hashlib
+
+            from mfrbench.generators.gan_core import load_domain
+
+            tag = hashlib.sha1(str(Path(reference).resolve()).encode()).hexdigest()[:10]
+            self.bank = load_domain("references", reference, Path(run_dir) / "data" / f"references-{tag}",
+                                    size=self.size, masked=True, min_face_px=model.train_cfg.min_face_px,
+                                    progress=False)
+            order = np.argsort(np.array(self.bank.keys), kind="stable")
+            refs = self.bank.batch(order, np.zeros(len(order), bool), self.device)
+            self.keys = [self.bank.keys[i] for i in order]
+            with torch.no_grad():
+                self.domains = model.domain_of(refs)                                  # (R,)
+                self.codes = model.ema_E.net(refs, self.domains)                      # (R, style_dim)
+            if not 0 <= reference_index < len(self.keys):
+                raise MfrbenchError(f"Expected --reference-index in [0, {len(self.keys)}), but got {reference_index}")
+            self.reference_index = int(reference_index)
+
+    def config(self) -> dict:
+        return {"name": "mfgan", "run": self.run_dir, "method": self.model.train_cfg.method,
+                "reference": str(Path(self.reference).resolve()) if self.reference else None,
+                "reference_mode": self.reference_mode if self.reference else None, "seed": self.seed}
+
+    @classmethod
+    def from_run(cls, checkpoint: str | None, *, reference: str | None = None, reference_mode: str | None = None,
+                 reference_index: int = 0, seed: int = 0, device: str | None = None, batch_size: int = 32,
+                 **_ignored: Any) -> "MFGANMaskGenerator":
+        from mfrbench.generators.gan_core import load_gan
+
+        if not checkpoint:
+            raise MfrbenchError("the mfgan generator needs --checkpoint RUN_DIR (a run of `mfrbench train-gen --method mfgan`)")
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = load_gan(checkpoint, dev)
+        if not isinstance(model, MFGAN):
+            raise MfrbenchError(f"{checkpoint} is a {model.train_cfg.method} run, not an MFGAN preset")
+        if model.seg is None:
+            raise MfrbenchError(f"{checkpoint} was trained without Seg; MFGAN generation needs it for the mask maps")
+        return cls(model, run_dir=str(checkpoint), reference=reference, reference_mode=reference_mode or "random",
+                   reference_index=reference_index, seed=seed, batch_size=batch_size)
+
+    def _pick(self, rngs: Sequence[np.random.Generator], identities: Sequence[str | None] | None) -> np.ndarray:
+        import hashlib
+
+        n = len(self.keys)
+        if self.reference_mode == "fixed":
+            return np.full(len(rngs), self.reference_index)
+        out = []
+        for i, rng in enumerate(rngs):
+            ident = identities[i] if identities is not None else None
+            if self.reference_mode == "per-identity" and ident:
+                h = int(hashlib.sha1(f"{self.seed}:{ident}".encode()).hexdigest()[:8], 16)
+                out.append(h % n)
+            else:
+                out.append(int(rng.integers(n)))
+        return np.array(out)
+
+    @torch.no_grad()
+    def generate(self, images: np.ndarray, landmarks: np.ndarray | None = None, *, rng: Any,
+                 identities: Sequence[str | None] | None = None) -> "GeneratedBatch":
+        from mfrbench.generators.base import GeneratedBatch
+        from mfrbench.generators.gan_core import _to_uint8
+
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"Expected uint8 images of shape (B, H, W, 3), but got {images.dtype} {images.shape}")
+        rngs = rng if isinstance(rng, (list, tuple)) else [rng] * len(images)
+        pick = self._pick(rngs, identities) if self.codes is not None else None
+        g = self.model.ema.net
+        outs, maps, info = [], [], []
+        for i in range(0, len(images), self.batch_size):
+            x = torch.from_numpy(images[i:i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+            h, w = x.shape[-2:]
+            xi = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                               antialias=True) if (h, w) != (self.size, self.size) else x
+            s = self.codes[torch.as_tensor(pick[i:i + len(x)], device=self.device)] if pick is not None else None
+            y = g(xi, s).float().clamp(-1, 1)
+            m = self.model.seg(y)[:, 0] > self.model.cfg.seg_threshold               # (B, S, S) at training size
+            if (h, w) != (self.size, self.size):
+                y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False).clamp(-1, 1)
+                m = F.interpolate(m[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0.5
+            outs.append(_to_uint8(y))
+            maps.append(m.to(torch.uint8).cpu().numpy())
+        for j in range(len(images)):
+            row = {"mask_type": "mfgan", "wearing": "", "gan_run": self.run_dir, "mask_map_source": "seg",
+                   "gan_method": self.model.train_cfg.method}
+            if pick is not None:
+                row.update(reference=self.keys[int(pick[j])], style_domain=int(self.domains[int(pick[j])]),
+                           reference_mode=self.reference_mode)
+            else:
+                row.update(reference="", style_domain=-1, reference_mode="default-style")
+            info.append(row)
+        return GeneratedBatch(np.concatenate(outs), np.concatenate(maps), info)
+
+
+@register_generator
+def mfgan(checkpoint: str | None = None, reference: str | None = None, reference_mode: str | None = None,
+          **kw: Any) -> MFGANMaskGenerator:
+    """A trained MFGAN run (any preset; ``checkpoint=RUN_DIR``) as a reference-guided :class:`MaskGenerator`."""
+    return MFGANMaskGenerator.from_run(checkpoint, reference=reference, reference_mode=reference_mode, **kw)

@@ -26,12 +26,19 @@ from mfrbench.cli import cli
 @click.option("--max-masks", type=click.IntRange(min=1), default=None, help="Use at most N masked photos.")
 @click.option("--set", "model_set", multiple=True, metavar="KEY=VALUE",
               help="Model config override (repeatable), e.g. --set ngf=32 --set seg_checkpoint=runs/seg.")
+@click.option("--det", "det_run", default=None, metavar="RUN",
+              help="mfgan: frozen facial-part detector run (`train-aux --module det`), for lambda_cor.")
+@click.option("--seg", "seg_run", default=None, metavar="RUN",
+              help="mfgan, iamgan: frozen mask segmentation run (`train-aux --module seg`).")
+@click.option("--stage-steps", default=None, metavar="A,B,C",
+              help="mfgan: steps of stages 1, 2, 3 (sets --steps to the sum). Default: --steps split 2:4:3, "
+                   "the paper's 100K/200K/150K.")
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="cpu | cuda (default: cuda when available).")
 @click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
 def train_gen_cmd(method, faces, masks, out, profile, size, steps, batch_size, lr, max_faces, max_masks, model_set,
-                  seed, device, amp, resume) -> None:
+                  det_run, seg_run, stage_steps, seed, device, amp, resume) -> None:
     """Train a mask-generating GAN (Face -> Mask) on aligned faces and real masked photos.
 
     Writes RUN_DIR/checkpoint.pt (+ config.json), samples/step_*.png (rows: faces, generated
@@ -46,18 +53,44 @@ def train_gen_cmd(method, faces, masks, out, profile, size, steps, batch_size, l
       mfrbench train-gen --method iamgan --profile paper --faces out/ffhq-aligned --masks out/rmfrd-masked \\
           --set seg_checkpoint=runs/seg --set recognizer=runs/fr --out runs/iam
       mfrbench train-gen --method cyclegan --out runs/cg-cpu --resume --steps 4000 --faces x --masks y
+      mfrbench train-gen --method mfgan --profile smoke --det runs/det --seg runs/seg \\
+          --faces ../shared/data/celeba/img_celeba --masks ../shared/data/masked-faces --out runs/mfgan-smoke
+      mfrbench train-gen --method mfgan-no-inv --stage-steps 500,1000,750 --det runs/det --seg runs/seg ...
     """
     from mfrbench.generators.gan_core import train_gan
 
     train = {"size": int(size) if size else None, "steps": steps, "batch_size": batch_size, "lr": lr,
              "max_faces": max_faces, "max_masks": max_masks, "seed": seed, "amp": amp}
+    model = _parse_set(model_set)
+    model.update(_aux_options(det_run, seg_run, stage_steps, train))
     summary = train_gan(method, faces, masks, out, profile=profile, train_overrides=train,
-                        model_overrides=_parse_set(model_set), resume=resume, device=device)
+                        model_overrides=model, resume=resume, device=device)
     losses = ", ".join(f"{k}={v:.3f}" for k, v in summary["final_losses"].items())
     click.echo(f"{summary['steps']} steps ({summary['steps_this_run']} this run, {summary['seconds']:.1f}s on "
                f"{summary['device']}); {summary['faces']} faces, {summary['masks']} masked photos")
     click.echo(f"losses: {losses}")
     click.echo(f"checkpoint: {summary['checkpoint']}\nsamples: {summary['samples']}")
+
+
+def _aux_options(det_run: str | None, seg_run: str | None, stage_steps: str | None, train: dict) -> dict:
+    """--det / --seg (absolute run paths) and --stage-steps (also sets the total steps) as model overrides."""
+    from pathlib import Path
+
+    out: dict = {}
+    if det_run:
+        out["det_checkpoint"] = str(Path(det_run).resolve())
+    if seg_run:
+        out["seg_checkpoint"] = str(Path(seg_run).resolve())
+    if stage_steps:
+        try:
+            st = [int(x) for x in stage_steps.split(",")]
+        except ValueError:
+            st = []
+        if len(st) != 3 or min(st) < 0:
+            raise click.BadParameter(f"expected three step counts A,B,C, got {stage_steps!r}", param_hint="--stage-steps")
+        out["stage_steps"] = st
+        train["steps"] = sum(st)
+    return out
 
 
 def _parse_set(items: tuple[str, ...]) -> dict:
