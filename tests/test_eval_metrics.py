@@ -286,3 +286,25 @@ def test_cmc_hand_case_and_rank_ci():
     assert cmc_curve([1, 3, 2, 7], max_rank=3).tolist() == [0.25, 0.5, 0.75]
     lo, hi = bootstrap_rank_ci(np.r_[np.ones(50), np.full(50, 9)], k=5, n_boot=500)
     assert lo < 0.5 < hi
+
+
+@pytest.mark.parametrize("same", [False, True])
+def test_streamed_roc_band_and_second_pass_are_exact(same):
+    """Single pass with the sampled band, and the pass-2 fallback, both give the exact answer."""
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 30, size=400)
+    A = rng.normal(size=(30, 16))[ids] + rng.normal(scale=1.0, size=(400, 16))
+    fars = [1e-3, 1e-2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FARResolutionWarning)
+        ref = streamed_roc(A, None if same else A[::-1], ids, None if same else ids[::-1], far=fars, n_bins=512,
+                           block=50, keep_scores=True)
+        exact = operating_points(ref.info["scores"], ref.info["is_genuine"], far=fars)
+        passes = set()
+        for rows, seed in [(400, 0), (1, 0), (0, 0)]:
+            st = streamed_roc(A, None if same else A[::-1], ids, None if same else ids[::-1], far=fars,
+                              n_bins=512, block=50, sample_rows=rows, seed=seed)
+            passes.add(st.info["passes"])
+            np.testing.assert_array_equal(st.points.tar, exact.tar)
+            np.testing.assert_array_equal(st.points.far_achieved, exact.far_achieved)
+    assert passes == {1, 2}

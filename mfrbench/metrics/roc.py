@@ -363,23 +363,43 @@ class StreamedROC:
         return float((fpr[i] + fnr[i]) / 2)
 
 
+def _genuine_pairs(la: np.ndarray, lb: np.ndarray, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every genuine pair, sorted by row; with ``same`` only ``col > row``."""
+    order_b = np.argsort(lb, kind="stable")
+    sb = lb[order_b]
+    lo_i = np.searchsorted(sb, la, side="left")
+    hi_i = np.searchsorted(sb, la, side="right")
+    counts = hi_i - lo_i
+    rows = np.repeat(np.arange(len(la)), counts)
+    starts = np.repeat(lo_i - np.r_[0, np.cumsum(counts)[:-1]], counts)
+    cols = order_b[np.arange(len(rows)) + starts] if len(rows) else np.zeros(0, np.int64)
+    if same:
+        keep = cols > rows
+        rows, cols = rows[keep], cols[keep]
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
 def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_b: ArrayLike | None = None, *,
                  metric: str = "cosine", far: float | Sequence[float] = DEFAULT_FARS, n_bins: int = 1 << 16,
-                 block: int = 2048, exact: bool = True, progress: bool = False,
-                 keep_scores: bool = False) -> StreamedROC:
+                 block: int = 1024, exact: bool = True, progress: bool = False, keep_scores: bool = False,
+                 sample_rows: int = 256, seed: int = 0) -> StreamedROC:
     """All-pairs verification of ``A`` against ``B`` (or of ``A`` against itself, ``B=None``,
     each unordered pair once) without ever holding the pair scores in memory.
 
-    Pass 1 computes scores block by block (matrix products) and accumulates genuine and
-    impostor histograms of ``n_bins`` bins over the metric's score range. If ``exact``, pass 2
-    recomputes the blocks and keeps only the scores falling in the bin that holds each target
-    FAR's threshold, which makes TAR@FAR exact (identical to :func:`operating_points` on the
-    same scores). Memory: one block of scores plus the histograms.
+    Scores are computed block by block (matrix products) and accumulated into genuine and
+    impostor histograms of ``n_bins`` bins over the metric's score range. For exact TAR@FAR
+    (``exact=True``; identical to :func:`operating_points` on the same scores) the exact
+    scores of the bin holding each target's threshold are needed: a pre-pass over
+    ``sample_rows`` random rows estimates a score band that should contain those bins, the main
+    pass keeps every score inside it (about ``3 * max(far)`` of the pairs), and only if the band
+    turns out too narrow does a second pass recompute the blocks. Memory: one block of scores,
+    the histograms and the kept band.
 
     Args:
         labels_a, labels_b: identity of each row; a pair is genuine when they are equal.
-        keep_scores: also return every score (for tests / small sets): ``info['scores']``,
+        keep_scores: also return every score (tests / small sets): ``info['scores']``,
             ``info['is_genuine']``.
+        sample_rows: rows of ``A`` scored in the pre-pass; 0 skips it (always two passes).
     """
     torch = _torch()
     A = np.asarray(A, np.float32)
@@ -393,17 +413,18 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
         raise ValueError(f"Expected one label per embedding, but got {len(la)} labels for {len(A)} rows and "
                          f"{len(lb)} for {len(B)}")
     fars = _check_fars(far)
-    # Identities as small ints so the genuine mask is one integer comparison per block.
     _, inv = np.unique(np.r_[la.astype(str), lb.astype(str)], return_inverse=True)
-    ta = torch.from_numpy(inv[: len(la)].astype(np.int64))
-    tb = torch.from_numpy(inv[len(la):].astype(np.int64))
+    ia, ib = inv[: len(la)].astype(np.int64), inv[len(la):].astype(np.int64)
+    g_rows, g_cols = _genuine_pairs(ia, ib, same)
+    g_start = np.searchsorted(g_rows, np.arange(0, len(A) + block, block))  # genuine pairs per block
     lo, hi = _score_range(A, B, metric)
     scale = n_bins / (hi - lo)
     edges = lo + np.arange(n_bins + 1) / scale
-    gen_hist = torch.zeros(n_bins, dtype=torch.int64)
-    all_hist = torch.zeros(n_bins, dtype=torch.int64)
-    smin, smax = math.inf, -math.inf
-    kept_s, kept_g = [], []
+    n_pairs = len(A) * (len(A) - 1) // 2 if same else len(A) * len(B)
+
+    def to_bins(x):
+        # int32: the int64 cast costs 3x more on 10^8 scores; n_bins is far below 2^31.
+        return x.sub(lo).mul_(scale).clamp_(0, n_bins - 1).to(torch.int32)
 
     def blocks(desc: str):
         it = score_blocks(A, B, metric=metric, block=block, same_set=same)
@@ -411,36 +432,57 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
             from tqdm import tqdm
 
             it = tqdm(it, total=-(-len(A) // block), desc=desc, unit="block", dynamic_ncols=True, mininterval=0.5)
-        for r0, r1, S in it:
-            G = ta[r0:r1, None] == tb[None, :]  # (rows, len(B)) genuine mask
-            valid = None
-            if same:
-                valid = torch.arange(r0, r1)[:, None] < torch.arange(len(B))[None, :]
-                G &= valid
-            idx = S.sub(lo).mul_(scale).clamp_(0, n_bins - 1).to(torch.int64)
-            yield S, G, valid, idx
+        for bi, (r0, r1, S) in enumerate(it):
+            gs = slice(g_start[bi], g_start[bi + 1])
+            gr, gc = torch.from_numpy(g_rows[gs] - r0), torch.from_numpy(g_cols[gs])
+            valid = (torch.arange(r0, r1)[:, None] < torch.arange(len(B))[None, :]) if same else None
+            yield r0, r1, S, S[gr, gc], valid
 
-    for S, G, valid, idx in blocks("scores (pass 1)"):
+    def genuine_flags(r0, rows, cols):
+        return ia[rows + r0] == ib[cols]
+
+    # Pre-pass: a band [band_lo, inf) expected to hold every target bin (3x the largest FAR).
+    band_lo = None
+    if exact and not keep_scores and n_pairs > 0 and sample_rows > 0:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(A), size=min(sample_rows, len(A)), replace=False))
+        sample = next(score_blocks(A[rows], B, metric=metric, block=len(rows)))[2].numpy()
+        imp = ia[rows][:, None] != ib[None, :]
+        if same:
+            imp &= rows[:, None] != np.arange(len(B))[None, :]
+        imp_s = sample[imp]
+        if len(imp_s):
+            q = 1 - min(0.5, 3 * float(fars.max()) + 50.0 / len(imp_s))
+            band_lo = float(np.quantile(imp_s, q))
+
+    gen_hist = torch.zeros(n_bins, dtype=torch.int64)
+    all_hist = torch.zeros(n_bins, dtype=torch.int64)
+    smin, smax = math.inf, -math.inf
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    for r0, r1, S, g_scores, valid in blocks("scores"):
         if valid is None:
-            all_hist += torch.bincount(idx.view(-1), minlength=n_bins)
             if S.numel():
                 smin, smax = min(smin, float(S.min())), max(smax, float(S.max()))
-        else:
-            all_hist += torch.bincount(idx[valid], minlength=n_bins)
-            if valid.any():
-                smin, smax = min(smin, float(S[valid].min())), max(smax, float(S[valid].max()))
-        gen_hist += torch.bincount(idx[G], minlength=n_bins)
-        if keep_scores:
-            sel = valid if valid is not None else torch.ones_like(G)
-            kept_s.append(S[sel].numpy().astype(np.float64))
-            kept_g.append(G[sel].numpy())
+        elif valid.any():
+            smin, smax = min(smin, float(S[valid].min())), max(smax, float(S[valid].max()))
+        if keep_scores or band_lo is not None:
+            sel = (S >= band_lo) if band_lo is not None else torch.ones_like(S, dtype=torch.bool)
+            if valid is not None:
+                sel &= valid
+            nz = torch.nonzero(sel).numpy()
+            kept.append((S[sel].numpy().astype(np.float64), genuine_flags(r0, nz[:, 0], nz[:, 1])))
+        gen_hist += torch.bincount(to_bins(g_scores.clone()), minlength=n_bins)
+        idx = to_bins(S)  # in place on S: the block is not needed any more
+        all_hist += torch.bincount(idx[valid] if valid is not None else idx.view(-1), minlength=n_bins)
     gen_np = gen_hist.numpy()
     imp_np = (all_hist - gen_hist).numpy()
     out = StreamedROC(edges, gen_np, imp_np, score_min=smin, score_max=smax,
-                      info={"metric": metric, "n_bins": n_bins, "lo": lo, "hi": hi, "exact": False})
+                      info={"metric": metric, "n_bins": n_bins, "lo": lo, "hi": hi, "exact": False, "passes": 1,
+                            "band_lo": band_lo})
+    kv = np.concatenate([k[0] for k in kept]) if kept else np.zeros(0)
+    kg = np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, bool)
     if keep_scores:
-        out.info["scores"] = np.concatenate(kept_s) if kept_s else np.zeros(0)
-        out.info["is_genuine"] = np.concatenate(kept_g) if kept_g else np.zeros(0, bool)
+        out.info["scores"], out.info["is_genuine"] = kv, kg
     n_gen, n_imp = out.n_genuine, out.n_impostor
     if n_gen == 0 or n_imp == 0:
         warnings.warn("TAR@FAR is undefined without both genuine and impostor pairs; returning NaN",
@@ -451,37 +493,39 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
     k = _max_accepted(fars, n_imp)
     from_top = np.cumsum(imp_np[::-1])  # impostors in the top i+1 bins
     target_bins = n_bins - 1 - np.searchsorted(from_top, k + 1, side="left")  # bin holding the (k+1)-th largest
-    # k == n_imp cannot happen (far < 1), so every target bin exists.
     if not exact:
         # Lower bound: accept at the upper edge of the target bin.
-        thr = edges[target_bins + 1]
         gen_above = np.array([gen_np[b + 1:].sum() for b in target_bins])
         imp_above = np.array([imp_np[b + 1:].sum() for b in target_bins])
-        out.points = OperatingPoints(fars, gen_above / n_gen, thr, imp_above / n_imp, imp_above, n_gen, n_imp)
+        out.points = OperatingPoints(fars, gen_above / n_gen, edges[target_bins + 1], imp_above / n_imp, imp_above,
+                                     n_gen, n_imp)
         return out
-    wanted = torch.from_numpy(np.unique(target_bins))
-    vals: list[np.ndarray] = []
-    gens: list[np.ndarray] = []
-    bins: list[np.ndarray] = []
-    for S, G, valid, idx in blocks("scores (pass 2, exact)"):
-        sel = torch.isin(idx, wanted)
-        if valid is not None:
-            sel &= valid
-        if sel.any():
+    covered = keep_scores or (band_lo is not None and edges[target_bins.min()] > band_lo)
+    if covered:
+        kb = to_bins(torch.from_numpy(kv.astype(np.float32))).numpy() if len(kv) else np.zeros(0, np.int32)
+    else:
+        # The band missed a target bin (unrepresentative sample): recompute and keep those bins.
+        out.info["passes"] = 2
+        wanted = torch.from_numpy(np.unique(target_bins).astype(np.int32))
+        vals, gens, bins = [], [], []
+        for r0, r1, S, _g, valid in blocks("scores (pass 2)"):
+            idx = to_bins(S.clone())
+            sel = torch.isin(idx, wanted)
+            if valid is not None:
+                sel &= valid
+            nz = torch.nonzero(sel).numpy()
             vals.append(S[sel].numpy().astype(np.float64))
-            gens.append(G[sel].numpy())
+            gens.append(genuine_flags(r0, nz[:, 0], nz[:, 1]))
             bins.append(idx[sel].numpy())
-    v = np.concatenate(vals) if vals else np.zeros(0)
-    gv = np.concatenate(gens) if gens else np.zeros(0, bool)
-    bv = np.concatenate(bins) if bins else np.zeros(0, np.int64)
+        kv, kg, kb = np.concatenate(vals), np.concatenate(gens), np.concatenate(bins)
     tar, thr, far_ach, acc = (np.empty(len(fars)) for _ in range(4))
     for i, (b, kk) in enumerate(zip(target_bins, k)):
-        in_bin = bv == b
-        imp_vals = np.sort(v[in_bin & ~gv])[::-1]
-        gen_vals = v[in_bin & gv]
+        in_bin = kb == b
+        imp_vals = np.sort(kv[in_bin & ~kg])[::-1]
+        gen_vals = kv[in_bin & kg]
         if len(imp_vals) != imp_np[b] or len(gen_vals) != gen_np[b]:
-            raise RuntimeError(f"pass 2 found {len(imp_vals)}/{len(gen_vals)} scores in bin {b}, pass 1 counted "
-                               f"{imp_np[b]}/{gen_np[b]}: scores are not reproducible between passes")
+            raise RuntimeError(f"exact pass found {len(imp_vals)}/{len(gen_vals)} scores in bin {b}, the histogram "
+                               f"counted {imp_np[b]}/{gen_np[b]}: scores are not reproducible between passes")
         imp_above, gen_above = int(imp_np[b + 1:].sum()), int(gen_np[b + 1:].sum())
         u = imp_vals[kk - imp_above]  # the (k+1)-th largest impostor score overall
         tar[i] = (gen_above + int((gen_vals > u).sum())) / n_gen
