@@ -792,6 +792,6 @@ class MFGANMaskGenerator(GANMaskGenerator):
 
 @register_generator
 def mfgan(checkpoint: str | None = None, reference: str | None = None, reference_mode: str | None = None,
-          **kw: Any) -> MFGANMaskGenerator:
+          seed: int = 0, **kw: Any) -> MFGANMaskGenerator:
     """A trained MFGAN run (any preset; ``checkpoint=RUN_DIR``) as a reference-guided :class:`MaskGenerator`."""
-    return MFGANMaskGenerator.from_run(checkpoint, reference=reference, reference_mode=reference_mode, **kw)
+    return MFGANMaskGenerator.from_run(checkpoint, reference=reference, reference_mode=reference_mode, seed=seed, **kw)

@@ -12,7 +12,8 @@ from mfrbench.cli.options import limit_opt, root_opt, seed_opt, workers_opt
 from mfrbench.datasets import list_datasets
 
 # Method-specific options: forwarded only to methods whose factory names the parameter.
-_METHOD_OPTIONS = ("mask_type", "color", "color_weight", "texture", "wearing", "checkpoint")
+_METHOD_OPTIONS = ("mask_type", "color", "color_weight", "texture", "wearing", "checkpoint", "reference",
+                   "reference_mode")
 
 
 def _method_kwargs(method: str, given: dict) -> dict:
@@ -56,6 +57,11 @@ def _method_kwargs(method: str, given: dict) -> dict:
               help="mtf: correct, nose-out, mouth-nose-out, chin, or random (40 % correct). [default: correct]")
 @click.option("--checkpoint", default=None, metavar="RUN",
               help="GAN methods: run folder written by `mfrbench train-gen`.")
+@click.option("--reference", type=click.Path(exists=True), default=None, metavar="DIR",
+              help="mfgan: masked photos (folder or aligned manifest) whose mask style the outputs copy (paper Fig. 8).")
+@click.option("--reference-mode", type=click.Choice(["random", "fixed", "per-identity"]), default=None,
+              help="mfgan: a reference per image (random), one for all (fixed: the first in sorted order), or one "
+                   "per identity. [default: random]")
 @seed_opt
 @workers_opt
 @limit_opt
@@ -71,7 +77,8 @@ def _method_kwargs(method: str, given: dict) -> dict:
               help="Save grid.png: input | masked | mask map for a few samples.")
 def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, manifest: str | None,
                  mask_type: str | None, color: str | None, color_weight: float | None, texture: str | None,
-                 wearing: str | None, checkpoint: str | None, seed: int, workers: int, limit: int | None,
+                 wearing: str | None, checkpoint: str | None, reference: str | None, reference_mode: str | None,
+                 seed: int, workers: int, limit: int | None,
                  batch_size: int | None, fmt: str, landmarker: str, keep_duplicates: bool, resume: bool,
                  grid: bool) -> None:
     """Mask every face of a dataset: masked images, exact mask maps, and a manifest.
@@ -89,15 +96,20 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
       mfrbench generate --dataset synthetic --out out/synth-mtf --mask-type plain
       mfrbench generate --method cyclegan --checkpoint runs/cyclegan --manifest out/celeba-aligned \\
           --out out/celeba-cyclegan
+      mfrbench generate --method mfgan --checkpoint runs/mfgan --manifest out/celeba-aligned \\
+          --reference ../shared/data/masked-faces --reference-mode per-identity --seed 1 --out out/celeba-mfgan
     """
     from mfrbench.datasets import create_dataset
     from mfrbench.errors import MfrbenchError
-    from mfrbench.generators.base import GenerateConfig, generate_dataset, save_sample_grid
+    from mfrbench.generators.base import GENERATORS, GenerateConfig, generate_dataset, save_sample_grid
 
     if manifest is None and dataset is None:
         raise MfrbenchError("give --dataset NAME (raw photos) or --manifest ALIGNED_DIR")
     kwargs = _method_kwargs(method, {"mask_type": mask_type, "color": color, "color_weight": color_weight,
-                                     "texture": texture, "wearing": wearing, "checkpoint": checkpoint})
+                                     "texture": texture, "wearing": wearing, "checkpoint": checkpoint,
+                                     "reference": reference, "reference_mode": reference_mode})
+    if "seed" in inspect.signature(GENERATORS.get(method)).parameters:  # mfgan: per-identity reference choice
+        kwargs["seed"] = seed
     ds = create_dataset(dataset, root) if manifest is None else None
     cfg = GenerateConfig(ext="." + fmt, landmarker=landmarker)
     meta = generate_dataset(method, out, dataset=ds, manifest=manifest, limit=limit, workers=workers, seed=seed,
