@@ -101,43 +101,71 @@ _SIDE_LEVEL_LMK = {"upper": 30, "lower": 57}
 
 # --------------------------------------------------------------------------- kit
 @dataclass
+class TemplateLevel:
+    """One resolution of a template, in the forms the warp needs (computed once, cached).
+
+    ``uint8`` throughout (5 bytes per pixel): a float copy of every level of 21 templates
+    would cost hundreds of MB per worker.
+    """
+
+    rgba: np.ndarray        # (H, W, 4) uint8, straight (non-premultiplied) colour
+    anchors: np.ndarray     # (6, 2) float32, a..f in this level's pixels
+    pm: np.ndarray          # (H, W, 4) uint8, colour premultiplied by alpha: warps without fringes
+    shade: np.ndarray       # (H, W) uint8, luminance / its 90th percentile over the mask, x200
+
+
+@dataclass
 class Template:
-    """One template at full resolution plus a cache of 2x-downscaled levels."""
+    """One template: full resolution plus a cache of downscaled levels (``2**k`` smaller)."""
 
     name: str
     rgba: np.ndarray                 # (H, W, 4) uint8
     anchors: np.ndarray              # (6, 2) float32, order a..f, template pixels
     _levels: dict | None = None
+    _pm: np.ndarray | None = None
 
-    def level(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Template downscaled by ``2**k`` (INTER_AREA, no aliasing) and its anchors."""
+    def level(self, k: int) -> TemplateLevel:
+        """The template downscaled by ``2**k`` (premultiplied INTER_AREA: no aliasing, no dark
+        fringes) and its anchors; built on first use and cached."""
         import cv2
 
-        if k <= 0:
-            return self.rgba, self.anchors
         if self._levels is None:
             self._levels = {}
         if k not in self._levels:
-            prev, _ = self.level(k - 1)
-            h, w = prev.shape[:2]
-            nw, nh = max(2, round(w / 2)), max(2, round(h / 2))
-            img = _premultiplied_resize(prev, (nw, nh))
-            sx, sy = nw / self.rgba.shape[1], nh / self.rgba.shape[0]
-            anc = ((self.anchors + 0.5) * np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
-            self._levels[k] = (img, anc)
+            if k <= 0:
+                self._levels[k] = _make_level(self.rgba, self.anchors)
+            else:
+                if self._pm is None:
+                    self._pm = _premultiply(self.rgba)
+                h, w = self.rgba.shape[:2]
+                nw, nh = max(2, round(w / 2 ** k)), max(2, round(h / 2 ** k))
+                pm = cv2.resize(self._pm, (nw, nh), interpolation=cv2.INTER_AREA)
+                sx, sy = nw / w, nh / h
+                anc = ((self.anchors + 0.5) * np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
+                self._levels[k] = _make_level(_unpremultiply(pm), anc, pm)
         return self._levels[k]
 
 
-def _premultiplied_resize(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Downscale RGBA without dark fringes: resize alpha-premultiplied colour, then un-premultiply."""
+def _premultiply(rgba: np.ndarray) -> np.ndarray:
     import cv2
 
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    pm = np.concatenate([rgba[..., :3].astype(np.float32) * a, a * 255.0], axis=2)
-    small = cv2.resize(pm, size, interpolation=cv2.INTER_AREA)
-    alpha = small[..., 3:4] / 255.0
-    rgb = np.where(alpha > 1e-4, small[..., :3] / np.maximum(alpha, 1e-4), 0)
-    return np.clip(np.concatenate([rgb, small[..., 3:4]], axis=2) + 0.5, 0, 255).astype(np.uint8)
+    a = np.ascontiguousarray(rgba[..., 3])
+    pm = cv2.multiply(np.ascontiguousarray(rgba[..., :3]), cv2.merge([a, a, a]), scale=1.0 / 255.0)
+    return cv2.merge([*cv2.split(pm), a])
+
+
+def _unpremultiply(pm: np.ndarray) -> np.ndarray:
+    a = pm[..., 3:4].astype(np.float32)
+    rgb = np.where(a > 0, pm[..., :3].astype(np.float32) * 255.0 / np.maximum(a, 1.0), 0.0)
+    return np.concatenate([np.clip(rgb + 0.5, 0, 255).astype(np.uint8), pm[..., 3:4]], axis=2)
+
+
+def _make_level(rgba: np.ndarray, anchors: np.ndarray, pm: np.ndarray | None = None) -> TemplateLevel:
+    gray = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    vis = rgba[..., 3] > 127
+    ref = float(np.percentile(gray[vis], 90)) if vis.any() else 255.0
+    shade = np.clip(gray / max(ref, 1.0) * 200.0 + 0.5, 0, 255).astype(np.uint8)
+    return TemplateLevel(rgba, anchors, _premultiply(rgba) if pm is None else pm, shade)
 
 
 class TemplateKit:
@@ -167,6 +195,7 @@ class TemplateKit:
                 if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
                     self.textures[p.stem] = p
         self._tex_cache: dict[tuple, np.ndarray] = {}
+        self._tex_src: dict[str, np.ndarray] = {}
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -185,19 +214,25 @@ class TemplateKit:
 
     def texture(self, name: str, width: int, height: int) -> np.ndarray:
         """Texture ``name`` tiled to ``(height, width, 3)`` float32 RGB in [0, 1], one tile per
-        half template width (cached per size)."""
+        half template width (decoded once; tilings cached per size)."""
         import cv2
 
         if name not in self.textures:
             raise MfrbenchError(f"Unknown texture {name!r}. Available: {', '.join(self.textures) or 'none'}")
         key = (name, width, height)
         if key not in self._tex_cache:
-            tex = _read_rgba(self.textures[name])[..., :3]
+            with self._lock:
+                if name not in self._tex_src:  # decoded once, kept at <= 512 px (tiles are smaller)
+                    src = _read_rgba(self.textures[name])[..., :3]
+                    f = min(1.0, 512 / max(src.shape[:2]))
+                    self._tex_src[name] = src if f == 1.0 else cv2.resize(
+                        src, (round(src.shape[1] * f), round(src.shape[0] * f)), interpolation=cv2.INTER_AREA)
+            tex = self._tex_src[name]
             tw = max(4, width // 2)
             th = max(4, round(tex.shape[0] * tw / tex.shape[1]))
             tile = cv2.resize(tex, (tw, th), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
             reps = (-(-height // th), -(-width // tw), 1)
-            if len(self._tex_cache) > 256:
+            if len(self._tex_cache) > 64:  # bounded: a worker's memory must stay flat
                 self._tex_cache.clear()
             self._tex_cache[key] = np.tile(tile, reps)[:height, :width]
         return self._tex_cache[key]
@@ -207,7 +242,7 @@ def _read_rgba(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA")).copy()
+        return np.array(im.convert("RGBA"))
 
 
 @lru_cache(maxsize=4)
@@ -295,9 +330,11 @@ class FaceFrame:
         return self.origin + self.length * (s[..., None] * self.u + w[..., None] * self.v)
 
     def midline_w(self, s: float) -> float:
-        ms = self.sw[MIDLINE, 0]
-        order = np.argsort(ms, kind="stable")
-        return float(np.interp(s, ms[order], self.sw[MIDLINE, 1][order]))
+        if not hasattr(self, "_mid"):
+            ms = self.sw[MIDLINE, 0]
+            order = np.argsort(ms, kind="stable")
+            self._mid = (ms[order], self.sw[MIDLINE, 1][order])
+        return float(np.interp(s, *self._mid))
 
     def jaw_w(self, s: float, side: str) -> float | None:
         """Across-coordinate where the jaw outline crosses level ``s`` (None below the chin)."""
@@ -340,6 +377,35 @@ def six_anchors(frame: FaceFrame, mode: WearingMode) -> np.ndarray:
     s = np.array([lv_upper, top, lv_upper, lv_lower, bot, lv_lower])
     w = np.array([wa, f.midline_w(top), wc, wd, f.midline_w(bot), wf])
     return f.to_image(s, w).astype(np.float32)
+
+
+def homography_lsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """Least-squares homography ``src -> dst`` over all points (normalised DLT, Hartley 1997).
+
+    What ``cv2.findHomography(src, dst, 0)`` computes, about 10x cheaper for six points.
+    Returns ``None`` for a degenerate configuration.
+    """
+
+    def norm(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = p.mean(0)
+        d = np.sqrt(((p - c) ** 2).sum(1)).mean()
+        k = np.sqrt(2) / max(d, 1e-9)
+        return (p - c) * k, np.array([[k, 0, -k * c[0]], [0, k, -k * c[1]], [0, 0, 1]])
+
+    s, Ts = norm(np.asarray(src, np.float64))
+    d, Td = norm(np.asarray(dst, np.float64))
+    n = len(s)
+    A = np.zeros((2 * n, 9))
+    A[0::2, 0:2], A[0::2, 2] = s, 1
+    A[0::2, 6:8], A[0::2, 8] = -d[:, :1] * s, -d[:, 0]
+    A[1::2, 3:5], A[1::2, 5] = s, 1
+    A[1::2, 6:8], A[1::2, 8] = -d[:, 1:] * s, -d[:, 1]
+    _, sv, Vt = np.linalg.svd(A)
+    Hn = Vt[-1].reshape(3, 3)
+    H = np.linalg.inv(Td) @ Hn @ Ts
+    if not np.isfinite(H).all() or abs(H[2, 2]) < 1e-12 or sv[-2] < 1e-9:
+        return None
+    return H / H[2, 2]
 
 
 def face_yaw_t(frame: FaceFrame) -> float:

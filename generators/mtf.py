@@ -35,8 +35,8 @@ from mfrbench.errors import MfrbenchError, SkipImage
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator, register_generator
 from mfrbench.generators.mask_templates import (
     KIT_TYPES, MASK_TYPES, MIX_P_COLOUR, MIX_P_TEXTURE, MIX_PALETTE, MIX_RECOLOURABLE, MIX_TYPE_WEIGHTS,
-    MIX_WEIGHT_RANGE, WEARING_MODES, WEARING_RANDOM_WEIGHTS, FaceFrame, Template, face_yaw_t, hex_to_rgb,
-    load_kit, part_points, plain_template, six_anchors, template_name, yaw_bin, yaw_degrees)
+    MIX_WEIGHT_RANGE, WEARING_MODES, WEARING_RANDOM_WEIGHTS, FaceFrame, Template, TemplateLevel, face_yaw_t, hex_to_rgb,
+    homography_lsq, load_kit, part_points, plain_template, six_anchors, template_name, yaw_bin, yaw_degrees)
 
 TYPE_CHOICES = MASK_TYPES + ("random", "mix")
 WEARING_CHOICES = tuple(WEARING_MODES) + ("random",)
@@ -155,17 +155,18 @@ class MTFGenerator(MaskGenerator):
         side = yaw_bin(t_face)  # the template view matches the recorded yaw bin
         tpl = self._template(style.mask_type, side)
 
-        # Template level: the smallest 2x-downscale still >= 1.5x the drawn size (sharp, cheap).
+        # Template level: the smallest 2x-downscale still >= the drawn size, so the warp never
+        # shrinks by more than 2x (no aliasing) and styling works on few pixels.
         dst_w = float(np.linalg.norm(dst[2] - dst[0]) + 1e-6)
         src_w = float(np.linalg.norm(tpl.anchors[2] - tpl.anchors[0]) + 1e-6)
-        k = max(0, int(math.floor(math.log2(max(src_w / (1.5 * dst_w), 1.0)))))
-        rgba, src = tpl.level(k)
-        Hm, _ = cv2.findHomography(src.astype(np.float64), dst.astype(np.float64), 0)
-        if Hm is None or not np.isfinite(Hm).all():
+        k = max(0, int(math.floor(math.log2(max(src_w / dst_w, 1.0)))))
+        lvl = tpl.level(k)
+        Hm = homography_lsq(lvl.anchors, dst)
+        if Hm is None:
             raise SkipImage("bad_landmarks", "no homography from the template anchors to this face")
 
         h, w = image.shape[:2]
-        th, tw = rgba.shape[:2]
+        th, tw = lvl.rgba.shape[:2]
         corners = cv2.perspectiveTransform(np.array([[[0, 0], [tw, 0], [tw, th], [0, th]]], np.float64), Hm)[0]
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int)
@@ -173,29 +174,27 @@ class MTFGenerator(MaskGenerator):
         if x1 - x0 < 2 or y1 - y0 < 2:
             raise SkipImage("mask_outside", "the placed mask falls outside the image")
 
-        tpl_rgb = self._styled(rgba, style)  # (th, tw, 3) float32 0..1
+        # Warp only the mask's bounding box, premultiplied uint8 (no colour fringes at the edge).
         T = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ Hm
-        size = (int(x1 - x0), int(y1 - y0))
-        warped = cv2.warpPerspective(np.dstack([tpl_rgb, rgba[..., 3].astype(np.float32) / 255.0]), T, size,
+        warped = cv2.warpPerspective(self._styled(lvl, style), T, (int(x1 - x0), int(y1 - y0)),
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        alpha = np.clip(warped[..., 3], 0.0, 1.0)
+        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
         inside = alpha >= self.cfg.alpha_threshold
         if not inside.any():
             raise SkipImage("mask_outside", "the placed mask falls outside the image")
-        mrgb = np.clip(warped[..., :3] / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0)  # un-premultiply
         roi = image[y0:y1, x0:x1]
+        pm = warped[..., :3].astype(np.float32) * (1.0 / 255.0)            # premultiplied colour
         gains = (1.0, 1.0)
         if self.cfg.match_light:
-            mrgb, gains = self._match_light(mrgb, roi, inside)
+            pm, gains = self._match_light(pm, alpha, roi, inside)
 
         out = image.copy()
-        a = alpha[..., None]
-        blended = roi.astype(np.float32) * (1.0 - a) + mrgb * 255.0 * a
+        blended = roi.astype(np.float32) * (1.0 - alpha)[..., None] + pm * 255.0
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
         mask_map = np.zeros((h, w), np.uint8)
         mask_map[y0:y1, x0:x1] = inside
 
-        covered = self._covered_parts(lmk68, rgba, np.linalg.inv(Hm))
+        covered = self._covered_parts(lmk68, lvl.rgba, np.linalg.inv(Hm))
         info = {
             "mask_type": style.mask_type, "template": tpl.name, "color": style.color or "",
             "color_weight": style.color_weight, "texture": style.texture or "",
@@ -208,27 +207,30 @@ class MTFGenerator(MaskGenerator):
         }
         return out, mask_map, info
 
-    def _styled(self, rgba: np.ndarray, style: Style) -> np.ndarray:
-        """Template colours with the optional colour / texture blended into its shading (0..1 RGB)."""
-        rgb = rgba[..., :3].astype(np.float32) / 255.0
+    def _styled(self, lvl: TemplateLevel, style: Style) -> np.ndarray:
+        """The level's premultiplied RGBA, with the optional texture / colour blended into its
+        shading (so pleats and folds survive the recolouring)."""
         if not style.color and not style.texture:
-            return rgb
-        gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-        vis = rgba[..., 3] > 127
-        ref = float(np.percentile(gray[vis], 90)) if vis.any() else 1.0
-        shade = np.clip(gray / max(ref, 1e-3), 0.0, 1.2)[..., None]
+            return lvl.pm
+        rgb = lvl.rgba[..., :3].astype(np.float32) * (1.0 / 255.0)
+        shade = lvl.shade.astype(np.float32)[..., None] * (1.0 / 200.0)
         if style.texture:
             assert self._kit is not None
-            tex = self._kit.texture(style.texture, rgba.shape[1], rgba.shape[0])
-            rgb = (1 - style.texture_weight) * rgb + style.texture_weight * np.clip(tex * shade, 0, 1)
+            tex = self._kit.texture(style.texture, rgb.shape[1], rgb.shape[0])
+            rgb = (1 - style.texture_weight) * rgb + style.texture_weight * np.minimum(tex * shade, 1.0)
         if style.color:
             col = hex_to_rgb(style.color)
-            rgb = (1 - style.color_weight) * rgb + style.color_weight * np.clip(col * shade, 0, 1)
-        return rgb.astype(np.float32)
+            rgb = (1 - style.color_weight) * rgb + style.color_weight * np.minimum(col * shade, 1.0)
+        a = lvl.rgba[..., 3:4].astype(np.float32)
+        return np.concatenate([np.clip(rgb * a + 0.5, 0, 255), a], axis=2).astype(np.uint8)
 
-    def _match_light(self, mrgb: np.ndarray, roi: np.ndarray, inside: np.ndarray
+    def _match_light(self, pm: np.ndarray, alpha: np.ndarray, roi: np.ndarray, inside: np.ndarray
                      ) -> tuple[np.ndarray, tuple[float, float]]:
-        """Scale the mask's V by the covered skin's brightness and its S by the skin's saturation."""
+        """Scale the mask's V by the covered skin's brightness and its S by the skin's saturation.
+
+        Works on premultiplied colour: S is unchanged by premultiplying and V scales with
+        alpha, so the gains apply directly and V is capped at alpha.
+        """
         import cv2
 
         skin = cv2.cvtColor(roi, cv2.COLOR_RGB2HSV_FULL)[inside]  # S, V in 0..255
@@ -237,9 +239,9 @@ class MTFGenerator(MaskGenerator):
         c = self.cfg
         g_v = 1.0 + c.light_strength * (float(np.clip(v_skin / c.light_ref_v, 0.35, 1.15)) - 1.0)
         g_s = float(np.clip(s_skin / c.light_ref_s, 0.0, 1.0))
-        hsv = cv2.cvtColor(mrgb, cv2.COLOR_RGB2HSV)  # float: H 0..360, S, V 0..1
+        hsv = cv2.cvtColor(pm, cv2.COLOR_RGB2HSV)  # float: H 0..360, S, V 0..1
         hsv[..., 1] *= g_s
-        hsv[..., 2] = np.clip(hsv[..., 2] * g_v, 0.0, 1.0)
+        hsv[..., 2] = np.minimum(hsv[..., 2] * g_v, alpha)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), (g_v, g_s)
 
     def _covered_parts(self, lmk68: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> dict[str, bool]:
@@ -270,7 +272,10 @@ class MTFGenerator(MaskGenerator):
         rngs = _rng_list(rng, len(images))
         outs, maps, infos = [], [], []
         for img, lmk, r in zip(images, landmarks, rngs):
-            o, m, info = self.mask_face(np.asarray(img), np.asarray(lmk), r)
+            try:
+                o, m, info = self.mask_face(np.asarray(img), np.asarray(lmk), r)
+            except SkipImage as skip:  # this face only; the rest of the batch goes on
+                o, m, info = np.asarray(img), np.zeros(img.shape[:2], np.uint8), {"skip": skip.reason}
             outs.append(o)
             maps.append(m)
             infos.append(info)

@@ -1,0 +1,146 @@
+"""mtf generation throughput: `generate_dataset` on photos and on aligned crops vs a plain loop.
+
+Rows (each in a fresh subprocess, so peak-RSS readings are clean; median images/s of several
+runs; the ratio is to the plain loop measured in the same run):
+
+* ``plain loop``: the baseline a user would write with the same models: ``cv2.imread`` ->
+  YuNet (640 px) -> PFLD 68 points -> the mtf warp -> ``cv2.imwrite`` (image + map), one image
+  at a time, no manifest;
+* ``plain loop, templates re-read per face``: the same, but the template kit is loaded again for
+  every face, as the original MaskTheFace does;
+* ``generate, photos, N workers``: ``generate_dataset`` on the first N CelebA in-the-wild photos
+  (detection on a 320 px copy with a 640 px retry, PFLD, manifest, atomic writes, resume journal);
+* ``generate, 112 crops, N workers``: ``generate_dataset`` on an aligned manifest of the same
+  photos (``lmk68_crop``, no detection): the fast path.
+
+All rows use ``--mask-type mix --wearing random`` (the styled path, the slower one).
+
+    .venv/bin/python benchmarks/bench_mtf.py            # 500 images, 3 repeats
+    .venv/bin/python benchmarks/bench_mtf.py --quick    # 60 images, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GEN_KW = {"mask_type": "mix", "wearing": "random"}
+
+
+def _aligned(n: int) -> str:
+    """An aligned manifest of the first n CelebA photos (built once, reused between runs)."""
+    from mfrbench.align import align_dataset
+    from mfrbench.datasets import create_dataset
+
+    out = Path(tempfile.gettempdir()) / f"mfrbench-bench-mtf/celeba-aligned-{n}"
+    if not (out / "manifest.csv").is_file():
+        align_dataset(create_dataset("celeba"), out, limit=n, workers=2, progress=False)
+    return str(out)
+
+
+def _child(mode: str, n: int) -> dict:
+    import cv2
+
+    cv2.setNumThreads(1)  # per-core numbers: pipeline workers run single-threaded too
+    from mfrbench.datasets import create_dataset
+
+    ds = create_dataset("celeba")
+    out = tempfile.mkdtemp(prefix="bench-mtf-")
+    manifest = _aligned(n) if mode.startswith("crops") else None
+    t0 = time.perf_counter()
+    if mode.startswith("plain"):
+        import numpy as np
+
+        from mfrbench.faces import YuNet, create_landmarker, pick_main_face
+        from mfrbench.generators import mask_templates
+        from mfrbench.generators.base import image_rng
+        from mfrbench.generators.mtf import mtf
+
+        det, lm, gen = YuNet(), create_landmarker("auto"), mtf(**GEN_KW)
+        ok = 0
+        for rec in ds.records(n):
+            bgr = cv2.imread(rec.path)
+            if bgr is None:
+                continue
+            rgb = np.ascontiguousarray(bgr[..., ::-1])
+            face = pick_main_face(det.detect(rgb), rgb.shape)
+            if face is None:
+                continue
+            if mode == "plain-reread":  # MaskTheFace reads its template and config for every face
+                mask_templates.load_kit.cache_clear()
+                gen = mtf(**GEN_KW)
+            masked, mask_map, _ = gen.mask_face(rgb, lm.landmarks(rgb, face), image_rng(0, rec.key))
+            cv2.imwrite(os.path.join(out, f"{ok}.jpg"), masked[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(os.path.join(out, f"{ok}.png"), mask_map)
+            ok += 1
+    else:
+        from mfrbench.generators.base import generate_dataset
+
+        workers = int(mode.split("-")[1])
+        meta = generate_dataset("mtf", out, dataset=None if manifest else ds, manifest=manifest, limit=n,
+                                workers=workers, seed=0, generator_kwargs=GEN_KW, progress=False)
+        ok = meta["ok"]
+    dt = time.perf_counter() - t0
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"mode": mode, "n": n, "ok": ok, "seconds": dt, "rss_mb": rss_self + rss_kids,
+            "cpu_s": time.process_time()}
+
+
+def _run(mode: str, n: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--n", str(n)], capture_output=True, text=True,
+                         env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+NAMES = {
+    "plain": "plain loop (imread, YuNet, PFLD, warp, imwrite)",
+    "plain-reread": "plain loop, templates re-read per face",
+    "wild-1": "generate, photos, 1 worker",
+    "wild-2": "generate, photos, 2 workers",
+    "crops-1": "generate, 112 crops, 1 worker",
+    "crops-2": "generate, 112 crops, 2 workers",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--child", default=None)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(_child(a.child, a.n)))
+        return
+    n, reps = (60, 1) if a.quick else (a.n, a.repeats)
+    _aligned(n)  # setup outside the timed runs
+    print(f"# mtf generation throughput, {n} CelebA images (mix styles, random wearing), median of {reps}; "
+          f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
+    rows = {}
+    for mode in NAMES:
+        runs = [_run(mode, n) for _ in range(reps)]
+        rows[mode] = {"ips": statistics.median(r["ok"] / r["seconds"] for r in runs),
+                      "rss": max(r["rss_mb"] for r in runs), "ok": runs[0]["ok"]}
+    base = rows["plain"]["ips"]
+    print(f"{'pipeline':<50}{'ok':>6}{'img/s':>9}{'x plain':>9}{'peak RSS MB':>13}")
+    for mode, r in rows.items():
+        print(f"{NAMES[mode]:<50}{r['ok']:>6}{r['ips']:>9.1f}{r['ips'] / base:>9.2f}{r['rss']:>13.0f}")
+    print(f"2 workers / 1 worker: photos {rows['wild-2']['ips'] / rows['wild-1']['ips']:.2f}x, "
+          f"crops {rows['crops-2']['ips'] / rows['crops-1']['ips']:.2f}x")
+    small = _run("crops-1", max(n // 4, 10))
+    print(f"memory flatness: peak RSS {small['rss_mb']:.0f} MB at {small['n']} crops vs "
+          f"{rows['crops-1']['rss']:.0f} MB at {n} crops")
+
+
+if __name__ == "__main__":
+    main()
