@@ -48,6 +48,8 @@ class MaskGenerator(abc.ABC):
     * ``needs_landmarks``: the driver must supply 68 points (an image without them becomes a
       ``no_landmarks`` skipped row). When ``False`` landmarks are still passed if they are free
       (aligned manifests carry them), else ``None``.
+    * ``wants_identities``: when ``True``, ``generate`` also receives ``identities=`` (one
+      identity or ``None`` per image; MFGAN's per-identity reference choice).
     * ``per_image_rng``: when ``True``, ``rng`` is a *list* of B generators, one per image,
       each derived from (run seed, image key), so outputs do not depend on batching, worker
       count, order or resume. When ``False``, ``rng`` is one generator derived from the seed
@@ -296,7 +298,9 @@ class GenerateWorker:
         lmks = None if items[0][2] is None else np.stack([l for _, _, l in items])  # (B, 68, 2)
         rng = [image_rng(self.seed, k) for k in keys] if self.gen.per_image_rng else batch_rng(self.seed, keys)
         try:
-            out = self.gen.generate(images, lmks, rng=rng)
+            extra = {"identities": [recs[i].identity for i, _, _ in items]} \
+                if getattr(self.gen, "wants_identities", False) else {}
+            out = self.gen.generate(images, lmks, rng=rng, **extra)
             if out.images.shape != images.shape or out.mask_maps.shape != images.shape[:3]:
                 raise ValueError(f"generator returned images {out.images.shape} / maps {out.mask_maps.shape} "
                                  f"for input {images.shape}")
