@@ -15,6 +15,8 @@ REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
     "detectors": ("mfrbench.faces", "DETECTORS"),
     "landmarkers": ("mfrbench.faces", "LANDMARKERS"),
     "generators": ("mfrbench.generators.base", "GENERATORS"),
+    "backbones": ("mfrbench.recognizers.backbones", "BACKBONES"),
+    "heads": ("mfrbench.recognizers.heads", "HEADS"),
     "gan-methods": ("mfrbench.generators.gan_core", "GAN_METHODS"),
 }
 
