@@ -50,9 +50,11 @@ def stand_in_aux(monkeypatch):
     torch.manual_seed(0)
     seg, det = _TinySeg(), _TinyDet()
 
+    real_from_run = M.FrozenAux.from_run
+
     def from_run(kind, run, device):
         if not run:
-            raise M.MfrbenchError(f"MFGAN needs a trained {kind} run")
+            return real_from_run(kind, run, device)      # the real "missing run" error
         net = seg if kind == "Seg" else det
         return M.FrozenAux(kind, net, size=net.size, parts=getattr(net, "parts", ()), run=run)
 
