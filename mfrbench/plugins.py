@@ -18,6 +18,8 @@ REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
     "backbones": ("mfrbench.recognizers.backbones", "BACKBONES"),
     "heads": ("mfrbench.recognizers.heads", "HEADS"),
     "gan-methods": ("mfrbench.generators.gan_core", "GAN_METHODS"),
+    "benchmarks": ("mfrbench.protocols", "PROTOCOLS"),
+    "reference-embedders": ("mfrbench.embedders", "REFERENCE_EMBEDDERS"),
 }
 
 

@@ -47,9 +47,10 @@ _COMMAND_MODULES = (
     "mfrbench.cli.data",
     "mfrbench.cli.doctor",
     "mfrbench.cli.quickstart",
+    "mfrbench.cli.generate",
     "mfrbench.cli.recognize",
     "mfrbench.cli.gan",
-    "mfrbench.cli.generate",
+    "mfrbench.cli.evaluate",
 )
 
 for _mod in _COMMAND_MODULES:

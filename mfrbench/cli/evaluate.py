@@ -1,0 +1,80 @@
+"""``mfrbench eval``, ``mfrbench report`` and ``mfrbench quality``: thin commands over
+:mod:`mfrbench.evaluate`, :mod:`mfrbench.reports` and :mod:`mfrbench.metrics.quality`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mfrbench.cli import cli
+from mfrbench.cli.options import seed_opt, workers_opt
+
+
+def _fmt(v, pct: bool = True) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    if f != f:
+        return "-"
+    return f"{100 * f:.2f}" if pct else f"{f:.4g}"
+
+
+@cli.command("eval")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=True, path_type=Path), default=None,
+              help="A train-fr run directory (or checkpoint).")
+@click.option("--onnx", "onnx_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An ONNX model written by `mfrbench export`.")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="A reference embedder instead of a trained run: dlib (see `mfrbench list`).")
+@click.option("--benchmark", required=True, metavar="NAME", help="lfw, lfw-masked, rmfrd, mfr2 or folder.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder (default: <data root>/<dataset>).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results"), show_default=True, help="Results store folder.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache for aligned/masked crops and embeddings (default: $MFRBENCH_CACHE or ~/.cache/mfrbench).")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Flip test: add the mirrored image's embedding.")
+@click.option("--gallery-rule", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="Score a gallery identity by its best image (max) or its mean template (mean).")
+@click.option("--fallback", type=click.Choice(["center", "drop"]), default="center", show_default=True,
+              help="When no face is detected: centre crop, or drop the image (coverage is reported).")
+@click.option("--allow-missing", is_flag=True, help="Drop pairs naming missing images instead of failing.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=10), default=1000, show_default=True,
+              help="Bootstrap replicates for the confidence intervals.")
+@seed_opt
+@workers_opt
+def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache_dir, flip, gallery_rule, fallback,
+             allow_missing, n_boot, seed, workers) -> None:
+    """Evaluate a recognizer on a benchmark; append one row to the results store.
+
+    Writes a row to RESULTS/evals.csv (never overwritten), breakdown rows to
+    RESULTS/breakdown.csv, ROC (log-FAR) and CMC plots to RESULTS/plots/, and the protocol
+    files to RESULTS/protocols/<benchmark>-<id>/.
+
+    \b
+    Examples:
+      mfrbench eval --run runs/arcface-mfgan --benchmark rmfrd
+      mfrbench eval --onnx model.onnx --benchmark lfw-masked --root ../shared/data/lfw
+      mfrbench eval --model dlib --benchmark lfw --no-flip
+      mfrbench eval --model dlib --benchmark folder --root my-set    # my-set/{masked,unmasked}/<id>/
+    """
+    from mfrbench.errors import MfrbenchError
+    from mfrbench.evaluate import EvalConfig, evaluate
+
+    given = [x for x in (run_dir, onnx_file, model_name) if x is not None]
+    if len(given) != 1:
+        raise MfrbenchError("give exactly one of --run RUN_DIR, --onnx FILE or --model NAME")
+    cfg = EvalConfig(benchmark=benchmark, root=root, seed=seed, flip=flip, gallery_rule=gallery_rule,
+                     n_boot=n_boot, fallback=fallback, allow_missing=allow_missing)
+    row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers)
+    click.echo(f"{benchmark} | {row.get('model')} | acc {_fmt(row.get('acc'))} ± {_fmt(row.get('acc_std'))} | "
+               f"TAR@FAR=1e-3 {_fmt(row.get('tar_far_1e-3'))} [{_fmt(row.get('tar_far_1e-3_lo'))}, "
+               f"{_fmt(row.get('tar_far_1e-3_hi'))}] | Rank-1 {_fmt(row.get('rank1'))} | Rank-5 {_fmt(row.get('rank5'))}"
+               f" | coverage {_fmt(row.get('coverage'))} % | {row['seconds']:.0f} s")
+    click.echo(f"row {row['eval_id']} -> {Path(results_dir) / 'evals.csv'}; plots: {row['roc_png'] or '-'} "
+               f"{row['cmc_png'] or ''}")
+    if row.get("notes"):
+        click.echo(f"notes: {row['notes']}")

@@ -1,0 +1,127 @@
+"""Models that ``mfrbench eval`` can score: trained runs, ONNX files, and reference embedders.
+
+:func:`load_model` resolves ``spec``:
+
+* a registered reference embedder name (``mfrbench list`` -> ``reference-embedders``), today
+  ``dlib``: dlib's ResNet (``<models>/dlib/dlib_face_recognition_resnet_model_v1.dat``, CC0,
+  128-d, trained by Davis King on about 3M unmasked faces), runnable offline, so benchmarks
+  work without training anything;
+* a ``train-fr`` run directory, checkpoint or ``.onnx`` file, through
+  :func:`mfrbench.recognizers.embed.load_embedder`.
+
+Every model exposes ``embed(images uint8 (N, 112, 112, 3) RGB, *, flip=False) -> float32 (N, D)``,
+``embedding_dim``, ``info`` (``backbone``, ``loss``, ``train_data``, ``generator``,
+``config_hash``, ...) and ``metric`` (the similarity it was trained for: ``cosine`` unless
+the model declares otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfrbench.errors import MfrbenchError
+from mfrbench.registry import Registry
+
+REFERENCE_EMBEDDERS: Registry = Registry("reference embedder")
+
+#: dlib's 150x150 chip, in the frame dlib.get_face_chip(padding=0.25) produces, for the five
+#: ArcFace-order points (measured; ``../shared/data/models/README.md``).
+DLIB_TEMPLATE = np.array([[45.36, 45.81], [103.81, 45.65], [75.54, 76.72], [51.43, 102.53], [100.06, 102.43]],
+                         np.float32)
+DLIB_CHIP = 150
+
+
+def _file_hash(path: Path, n: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(n))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+class DlibEmbedder:
+    """dlib's face-recognition ResNet over ArcFace-aligned 112x112 crops.
+
+    dlib expects its own 150x150 chip: each crop is re-warped with the similarity transform
+    taking the ArcFace template onto :data:`DLIB_TEMPLATE` (the chip lies inside the 112 crop
+    up to a 2-pixel strip at the bottom, filled with black). dlib was trained for the
+    Euclidean distance of raw descriptors (same person below 0.6), so ``metric`` is
+    ``euclidean``; ``flip=True`` averages the descriptors of the crop and its mirror image.
+    """
+
+    metric = "euclidean"
+    embedding_dim = 128
+
+    def __init__(self, model: str | os.PathLike | None = None, batch_size: int = 16) -> None:
+        try:
+            import dlib
+        except ImportError as err:
+            raise MfrbenchError("the dlib reference embedder needs dlib: pip install dlib-bin") from err
+        from mfrbench.align import ARCFACE_TEMPLATE, umeyama_similarity
+        from mfrbench.paths import model_file
+
+        path = Path(model) if model else model_file("dlib/dlib_face_recognition_resnet_model_v1.dat")
+        if not path.is_file():
+            raise MfrbenchError(f"no dlib model at {path}")
+        self._net = dlib.face_recognition_model_v1(str(path))
+        self._M = umeyama_similarity(ARCFACE_TEMPLATE, DLIB_TEMPLATE)
+        self.batch_size = batch_size
+        self.info: dict[str, Any] = {
+            "model": "dlib", "backbone": "dlib-resnet29", "loss": "metric-loss (dlib)", "embedding_dim": 128,
+            "train_data": "dlib (about 3M unmasked faces)", "generator": "none", "run_dir": "",
+            "config_hash": _file_hash(path), "model_path": str(path), "metric": "euclidean",
+        }
+
+    def chips(self, images: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) ArcFace crops -> (N, 150, 150, 3) dlib chips."""
+        import cv2
+
+        return np.stack([cv2.warpAffine(im, self._M, (DLIB_CHIP, DLIB_CHIP), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_CONSTANT) for im in images])
+
+    def embed(self, images: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+                or images.shape[1:] != (112, 112, 3):
+            got = f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray) else type(images)
+            raise ValueError(f"Expected uint8 images of shape (N, 112, 112, 3) RGB, but got {got}")
+        out = np.zeros((len(images), 128), np.float32)
+        for i in range(0, len(images), self.batch_size):
+            chips = self.chips(images[i:i + self.batch_size])
+            emb = np.asarray(self._net.compute_face_descriptor(list(chips)), np.float32)
+            if flip:
+                emb = (emb + np.asarray(self._net.compute_face_descriptor(
+                    [np.ascontiguousarray(c[:, ::-1]) for c in chips]), np.float32)) / 2
+            out[i:i + len(chips)] = emb
+        return out
+
+
+@REFERENCE_EMBEDDERS.register
+def dlib(**kw) -> DlibEmbedder:
+    """dlib ResNet (CC0, 128-d, Euclidean), from ``<models>/dlib/``."""
+    return DlibEmbedder(**kw)
+
+
+def load_model(spec: str | os.PathLike, **kw) -> Any:
+    """A reference embedder by name, or a trained run dir / checkpoint / ``.onnx`` file."""
+    s = str(spec)
+    if s in REFERENCE_EMBEDDERS.names():
+        return REFERENCE_EMBEDDERS.create(s, **kw)
+    p = Path(s)
+    if not p.exists():
+        raise MfrbenchError(f"no model {s!r}: expected a train-fr run directory, a checkpoint, an .onnx file or one "
+                            f"of {', '.join(REFERENCE_EMBEDDERS.names())}")
+    try:
+        from mfrbench.recognizers.embed import load_embedder
+    except ImportError as err:  # pragma: no cover - the recognizer package is part of the install
+        raise MfrbenchError(f"cannot load trained recognizers: {err}") from err
+    emb = load_embedder(p, **kw)
+    if not hasattr(emb, "metric"):
+        emb.metric = emb.info.get("metric", "cosine")
+    emb.info.setdefault("model_path", str(p.resolve()))
+    emb.info.setdefault("model", p.name)
+    return emb

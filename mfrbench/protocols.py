@@ -1,0 +1,396 @@
+"""Benchmark protocols: which images, which pairs, which gallery and probes, written to disk.
+
+Each protocol is built from a dataset's real layout and a seed, and written to
+``<results>/protocols/<name>-<id>/`` so anyone can rerun it: ``images.csv`` (every image
+the protocol uses, with its identity, masked flag, mask type and *variant*: ``orig`` or
+``masked`` = made by the protocol's generator), ``pairs.csv`` (explicit pair lists:
+``a, b, is_same, fold, pair_type``), ``gallery.csv`` / ``probes.csv`` (identification),
+``protocol.json`` (name, seed, source root, counts, rules, all-pairs sets). ``<id>`` is a
+hash of those files, so a changed dataset or seed is a new protocol.
+
+========== ===========================================================================================
+``lfw``      LFW View 2 ``pairs.txt`` as published; its folds (10, or 3 in the data kit). Verification.
+``lfw-masked`` the same pairs, one side of every pair (seeded choice) masked by a generator (default
+             ``mtf``, mask types drawn uniformly from the 7 MaskTheFace families, correct wearing,
+             seed 0); identification over every person with >= 2 images: one seeded unmasked
+             gallery image per person, all their other images masked as probes.
+``rmfrd``    people present in both trees. Verification: **all** masked x unmasked pairs (genuine =
+             same person), 10 folds by probe identity (seeded) for balanced accuracy, plus the
+             masked x masked pairs as a pair-type breakdown. Identification: masked probes against
+             the unmasked gallery (closed set).
+``mfr2``     its ``pairs.txt`` (848 pairs, no folds: 10 contiguous blocks), pair types from
+             ``mfr2_labels.txt``; identification: masked probes vs unmasked gallery.
+``folder``   ``<root>/masked/<identity>/*`` and ``<root>/unmasked/<identity>/*``: as ``rmfrd``.
+========== ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mfrbench.datasets import Dataset, FaceRecord, create_dataset, read_mfr2_labels, read_pairs
+from mfrbench.errors import DataNotFoundError, MfrbenchError
+from mfrbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: Registry = Registry("benchmark")
+IMAGE_COLUMNS = ["image_id", "key", "src_path", "identity", "is_masked", "mask_type", "variant"]
+
+
+@dataclass
+class AllPairs:
+    """Every probe x gallery pair (``same_set``: every unordered pair within ``probe``)."""
+
+    name: str
+    probe: np.ndarray
+    gallery: np.ndarray
+    same_set: bool = False
+
+
+@dataclass
+class Protocol:
+    """A benchmark instance. ``images.image_id`` indexes the rows; pairs and splits refer to it."""
+
+    name: str
+    root: Path
+    seed: int
+    images: pd.DataFrame
+    pairs: pd.DataFrame | None = None
+    allpairs: list[AllPairs] = field(default_factory=list)
+    gallery: np.ndarray | None = None
+    probes: np.ndarray | None = None
+    generator: str | None = None
+    generator_kwargs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    id: str = ""
+    out_dir: Path | None = None
+
+    # ------------------------------------------------------------------ files
+    def _files(self) -> dict[str, bytes]:
+        files = {"images.csv": self.images[IMAGE_COLUMNS].to_csv(index=False).encode()}
+        if self.pairs is not None:
+            files["pairs.csv"] = self.pairs[["a", "b", "is_same", "fold", "pair_type"]].to_csv(index=False).encode()
+        if self.gallery is not None:
+            files["gallery.csv"] = pd.DataFrame({"image_id": self.gallery}).to_csv(index=False).encode()
+            files["probes.csv"] = pd.DataFrame({"image_id": self.probes}).to_csv(index=False).encode()
+        return files
+
+    def write(self, out_root: str | os.PathLike) -> Path:
+        """Write the protocol files under ``out_root/<name>-<id>/`` (atomic; idempotent)."""
+        from mfrbench.imageio import atomic_write_bytes
+
+        files = self._files()
+        spec = {"name": self.name, "seed": self.seed, "generator": self.generator,
+                "generator_kwargs": self.generator_kwargs,
+                "allpairs": [{"name": a.name, "n_probe": len(a.probe), "n_gallery": len(a.gallery),
+                              "same_set": a.same_set,
+                              "probe": "all images with variant/is_masked as below" if a.name else ""}
+                             for a in self.allpairs]}
+        h = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode())
+        for k in sorted(files):
+            h.update(files[k])
+        self.id = h.hexdigest()[:10]
+        out = Path(out_root) / f"{self.name}-{self.id}"
+        out.mkdir(parents=True, exist_ok=True)
+        for k, v in files.items():
+            if not (out / k).is_file() or (out / k).read_bytes() != v:
+                atomic_write_bytes(out / k, v)
+        meta = {**spec, "id": self.id, "root": str(self.root), "notes": self.notes, **self.meta,
+                "counts": self.counts(),
+                "allpairs_rule": {a.name: _allpairs_rule(a) for a in self.allpairs}}
+        atomic_write_bytes(out / "protocol.json", json.dumps(meta, indent=2, default=str).encode())
+        self.out_dir = out
+        return out
+
+    def counts(self) -> dict:
+        c = {"images": int(len(self.images)), "identities": int(self.images.identity.nunique())}
+        if self.pairs is not None:
+            c.update(pairs=int(len(self.pairs)), genuine=int(self.pairs.is_same.sum()),
+                     impostor=int((~self.pairs.is_same).sum()))
+        for a in self.allpairs:
+            n = len(a.probe) * (len(a.probe) - 1) // 2 if a.same_set else len(a.probe) * len(a.gallery)
+            c[f"allpairs:{a.name}"] = n
+        if self.gallery is not None:
+            c.update(gallery=int(len(self.gallery)), probes=int(len(self.probes)))
+        return c
+
+
+def _allpairs_rule(a: AllPairs) -> str:
+    if a.same_set:
+        return f"every unordered pair of the {len(a.probe)} listed images (genuine: same identity)"
+    return f"every pair of {len(a.probe)} probe x {len(a.gallery)} gallery images (genuine: same identity)"
+
+
+# --------------------------------------------------------------------------- helpers
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=[c for c in IMAGE_COLUMNS if c != "image_id"])
+    df.insert(0, "image_id", np.arange(len(df), dtype=np.int64))
+    df["identity"] = df["identity"].astype(str)
+    df["mask_type"] = df["mask_type"].fillna("")
+    return df
+
+
+def _rec_row(rec: FaceRecord, variant: str = "orig", mask_type: str = "") -> dict:
+    return {"key": rec.key, "src_path": rec.path, "identity": rec.identity or "", "is_masked": bool(rec.is_masked),
+            "mask_type": mask_type if mask_type else ("unknown" if rec.is_masked else "none"), "variant": variant}
+
+
+def _check_missing(pairs: pd.DataFrame, where: Path, allow_missing: bool, notes: list[str]) -> pd.DataFrame:
+    n = int(pairs["missing"].sum())
+    if n == 0:
+        return pairs
+    first = pairs.loc[pairs["missing"], ["path_a", "path_b"]].head(3).to_numpy().tolist()
+    if not allow_missing:
+        raise MfrbenchError(f"{n} of {len(pairs)} pairs in {where} name images that do not exist (first: {first}); "
+                            "point --root at the full dataset, or pass --allow-missing to evaluate the rest "
+                            "(coverage is then reported)")
+    notes.append(f"{n} of {len(pairs)} pairs dropped: image missing")
+    return pairs[~pairs["missing"]].reset_index(drop=True)
+
+
+def _identity_folds(identities: pd.Series, seed: int, n_folds: int = 10) -> dict[str, int]:
+    ids = np.array(sorted(identities.unique()))
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[p]: int(i % n_folds) for i, p in enumerate(perm)}
+
+
+# --------------------------------------------------------------------------- protocols
+@PROTOCOLS.register
+def lfw(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pairs.txt",
+        allow_missing: bool = False) -> Protocol:
+    """LFW View 2 as published: the pairs file's own folds; verification only."""
+    ds = create_dataset("lfw", root)
+    pf = ds.root / pairs
+    if not pf.is_file():
+        raise DataNotFoundError(f"LFW pairs file {pf} not found; LFW View 2 needs pairs.txt next to the images")
+    notes: list[str] = []
+    p = _check_missing(read_pairs(pf, root=ds.root), pf, allow_missing, notes)
+    paths = pd.unique(pd.concat([p.path_a, p.path_b]))
+    rows = [{"key": Path(x).relative_to(ds.root).as_posix(), "src_path": str(Path(x).resolve()),
+             "identity": Path(x).parent.name, "is_masked": False, "mask_type": "none", "variant": "orig"}
+            for x in paths]
+    images = _frame(rows)
+    idx = {r: i for i, r in enumerate(paths)}
+    pairs_df = pd.DataFrame({"a": p.path_a.map(idx).astype(np.int64), "b": p.path_b.map(idx).astype(np.int64),
+                             "is_same": p.is_same.astype(bool), "fold": p.fold.astype(int),
+                             "pair_type": "unmasked-unmasked"})
+    return Protocol("lfw", ds.root, seed, images, pairs_df, notes=notes,
+                    meta={"pairs_file": str(pf), "folds": int(pairs_df.fold.nunique()),
+                          "accuracy": f"{pairs_df.fold.nunique()}-fold, official folds"})
+
+
+@PROTOCOLS.register
+def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pairs.txt",
+               allow_missing: bool = False, generator: str = "mtf", mask_type: str = "random") -> Protocol:
+    """LFW View 2 pairs with one side masked, plus masked-probe identification."""
+    base = lfw(root, seed, pairs, allow_missing)
+    ds = create_dataset("lfw", base.root)
+    rng = np.random.default_rng(seed)
+    recs = list(ds.records())
+    known = {k: i for i, k in enumerate(base.images.key)}
+    orig_rows = base.images.drop(columns="image_id").to_dict("records")
+    for rec in recs:  # every LFW image (identification uses people with >= 2 images)
+        if rec.key not in known:
+            known[rec.key] = len(orig_rows)
+            orig_rows.append(_rec_row(rec))
+    n = len(orig_rows)
+    masked_rows = [{**r, "is_masked": True, "mask_type": "", "variant": "masked"} for r in orig_rows]
+    images = _frame(orig_rows + masked_rows)  # image i (orig) <-> image n + i (masked)
+    # One side of every pair masked, chosen by the seed.
+    pairs_df = base.pairs.copy()
+    side = rng.integers(0, 2, len(pairs_df)).astype(bool)
+    pairs_df.loc[side, "a"] += n
+    pairs_df.loc[~side, "b"] += n
+    pairs_df["pair_type"] = "masked-unmasked"
+    # Identification: one unmasked gallery image per person with >= 2 images, the rest masked probes.
+    by_id = images.iloc[:n].groupby("identity")["image_id"].apply(list)
+    gallery, probes = [], []
+    for ident, ids in by_id.items():
+        if len(ids) < 2:
+            continue
+        g = ids[int(rng.integers(len(ids)))]
+        gallery.append(g)
+        probes += [i + n for i in ids if i != g]
+    gen_kw = {"mask_type": mask_type} if generator == "mtf" else {}
+    return Protocol("lfw-masked", base.root, seed, images, pairs_df, gallery=np.array(gallery, np.int64),
+                    probes=np.array(probes, np.int64), generator=generator, generator_kwargs=gen_kw,
+                    notes=base.notes + [f"masked side of each pair and probes masked by {generator} {gen_kw} seed {seed}"],
+                    meta={**base.meta, "identification": "persons with >= 2 images: 1 unmasked gallery image "
+                                                          "(seeded), other images masked probes; no distractors"})
+
+
+def _masked_unmasked(name: str, root: Path, masked: list[FaceRecord], unmasked: list[FaceRecord], seed: int,
+                     notes: list[str]) -> Protocol:
+    m_ids = {r.identity for r in masked}
+    u_ids = {r.identity for r in unmasked}
+    both = m_ids & u_ids
+    only = sorted((m_ids | u_ids) - both)
+    if only:
+        notes.append(f"{len(only)} identities not in both trees left out (first: {only[:5]})")
+    if not both:
+        raise MfrbenchError(f"{root}: no identity has both masked and unmasked images")
+    rows = [_rec_row(r) for r in masked if r.identity in both] + [_rec_row(r) for r in unmasked if r.identity in both]
+    images = _frame(rows)
+    probe = images.image_id[images.is_masked].to_numpy()
+    gallery = images.image_id[~images.is_masked].to_numpy()
+    folds = _identity_folds(images.identity, seed)
+    images["fold"] = images.identity.map(folds)
+    return Protocol(name, root, seed, images, None,
+                    allpairs=[AllPairs("masked-unmasked", probe, gallery), AllPairs("masked-masked", probe, probe, True)],
+                    gallery=gallery, probes=probe, notes=notes,
+                    meta={"accuracy": "balanced accuracy, 10 folds by probe identity (seeded)",
+                          "identification": "masked probes vs unmasked gallery (all images), closed set",
+                          "identities": len(both)})
+
+
+@PROTOCOLS.register
+def rmfrd(root: str | os.PathLike | None = None, seed: int = 0) -> Protocol:
+    """RMFRD: all masked x unmasked pairs; masked probes vs unmasked gallery."""
+    ds = create_dataset("rmfrd", root)
+    recs = list(ds.records())
+    return _masked_unmasked("rmfrd", ds.root, [r for r in recs if r.is_masked], [r for r in recs if not r.is_masked],
+                            seed, [])
+
+
+@PROTOCOLS.register
+def folder(root: str | os.PathLike | None = None, seed: int = 0) -> Protocol:
+    """A user's set: ``<root>/masked/<identity>/*`` and ``<root>/unmasked/<identity>/*`` (as rmfrd)."""
+    if root is None:
+        raise MfrbenchError("the folder benchmark needs --root DIR holding masked/ and unmasked/ identity folders")
+    r = Path(root)
+    if not (r / "masked").is_dir() or not (r / "unmasked").is_dir():
+        raise DataNotFoundError(f"{r} must hold masked/<identity>/ and unmasked/<identity>/ folders")
+    masked = list(create_dataset("folder", r / "masked", masked=True).records())
+    unmasked = list(create_dataset("folder", r / "unmasked").records())
+    masked = [FaceRecord(x.path, x.identity, True, "folder", "masked/" + x.key) for x in masked]
+    unmasked = [FaceRecord(x.path, x.identity, False, "folder", "unmasked/" + x.key) for x in unmasked]
+    return _masked_unmasked("folder", r, masked, unmasked, seed, [])
+
+
+@PROTOCOLS.register
+def mfr2(root: str | os.PathLike | None = None, seed: int = 0, allow_missing: bool = False) -> Protocol:
+    """MFR2: its pairs.txt (10 contiguous folds), pair types and mask types from mfr2_labels.txt."""
+    ds = create_dataset("mfr2", root)
+    if ds.pairs_file is None:
+        raise DataNotFoundError(f"MFR2 pairs.txt not found in {ds.root}")
+    notes: list[str] = []
+    p = _check_missing(read_pairs(ds.pairs_file, root=ds.root, ext=".png"), ds.pairs_file, allow_missing, notes)
+    labels_file = ds.root / "mfr2_labels.txt"
+    labels = read_mfr2_labels(labels_file) if labels_file.is_file() else {}
+    if not labels:
+        notes.append("mfr2_labels.txt missing: mask types and pair types unknown")
+    rows = []
+    for rec in ds.records():
+        stem = Path(rec.path).stem.rsplit("_", 1)[-1]
+        mt = labels.get((rec.identity, int(stem))) if stem.isdigit() else None
+        rows.append({**_rec_row(rec), "mask_type": mt or "unknown", "is_masked": bool(mt and mt != "no-mask")})
+    images = _frame(rows)
+    idx = {str(Path(x).resolve()): i for i, x in zip(images.image_id, images.src_path)}
+    a = p.path_a.map(lambda x: idx.get(str(Path(x).resolve())))
+    b = p.path_b.map(lambda x: idx.get(str(Path(x).resolve())))
+    masked = images.set_index("image_id")["is_masked"]
+
+    def ptype(i, j):
+        if not labels:
+            return "unknown"
+        k = int(masked[i]) + int(masked[j])
+        return ["unmasked-unmasked", "masked-unmasked", "masked-masked"][k]
+
+    pairs_df = pd.DataFrame({"a": a.astype(np.int64), "b": b.astype(np.int64), "is_same": p.is_same.astype(bool),
+                             "fold": p.fold.astype(int)})
+    pairs_df["pair_type"] = [ptype(i, j) for i, j in zip(pairs_df.a, pairs_df.b)]
+    gallery = probes = None
+    if labels:
+        m = images[images.is_masked]
+        u = images[~images.is_masked & images.identity.isin(m.identity)]
+        m = m[m.identity.isin(u.identity)]
+        gallery, probes = u.image_id.to_numpy(), m.image_id.to_numpy()
+    return Protocol("mfr2", ds.root, seed, images, pairs_df, gallery=gallery, probes=probes, notes=notes,
+                    meta={"accuracy": "10-fold over contiguous blocks of pairs.txt (no official folds)"})
+
+
+def build_protocol(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, **kw) -> Protocol:
+    """Build the benchmark ``name`` (see :data:`PROTOCOLS`) for the dataset at ``root``."""
+    factory = PROTOCOLS.get(name)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return factory(root=root, seed=seed, **kw)
+
+
+# --------------------------------------------------------------------------- image preparation
+def _center_crop(path: str, size: int = 112) -> np.ndarray:
+    import cv2
+
+    from mfrbench.imageio import load_rgb
+
+    rgb = load_rgb(path, min_side=1)
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    return cv2.resize(rgb[y0:y0 + s, x0:x0 + s], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def prepare_images(proto: Protocol, cache_dir: str | os.PathLike, *, workers: int = 1, progress: bool = True,
+                   fallback: str = "center") -> pd.DataFrame:
+    """Align every protocol image once (and mask the ``masked`` variants); cached per protocol.
+
+    Returns ``proto.images`` plus ``crop_path`` (empty when unusable), ``how`` (``detected``,
+    ``fallback:center``, ``masked``, or ``missing: <reason>``) and, for masked variants, the
+    generator's ``mask_type``. Detection failures fall back to a centre crop of the image
+    (``fallback='center'``; the photos of these benchmarks are face crops) or are dropped
+    (``fallback='drop'``); either way the evaluation reports the coverage.
+    """
+    from mfrbench.align import AlignConfig, align_dataset
+    from mfrbench.imageio import save_image
+    from mfrbench.manifest import read_manifest
+
+    if fallback not in ("center", "drop"):
+        raise MfrbenchError(f"Expected fallback 'center' or 'drop', but got {fallback!r}")
+    work = Path(cache_dir) / f"{proto.name}-{proto.id or 'adhoc'}"
+    src = proto.images.drop_duplicates("key")
+    records = [FaceRecord(r.src_path, r.identity, bool(r.is_masked), proto.name, r.key)
+               for r in src.itertuples(index=False)]
+    ds = Dataset(proto.name, proto.root, lambda: iter(records))
+    needs_68 = (proto.images.variant == "masked").any()
+    align_dataset(ds, work / "aligned", workers=workers, dedupe=False, progress=progress,
+                  cfg=AlignConfig(landmarker="auto" if needs_68 else "none"))
+    man = read_manifest(work / "aligned")
+    crop, how = {}, {}
+    for r in man.itertuples(index=False):
+        if r.status == "ok":
+            crop[r.key], how[r.key] = r.abs_out_path, "detected"
+        elif str(r.reason).startswith("no_face") and fallback == "center":
+            out = work / "fallback" / Path(r.key).with_suffix(".png")
+            if not out.is_file():
+                save_image(out, _center_crop(r.src_path))
+            crop[r.key], how[r.key] = str(out), "fallback:center"
+        else:
+            crop[r.key], how[r.key] = "", f"missing: {r.reason}"
+    df = proto.images.copy()
+    df["crop_path"] = df.key.map(crop).fillna("")
+    df["how"] = df.key.map(how).fillna("missing: not aligned")
+    if needs_68:
+        from mfrbench.generators.base import generate_dataset
+
+        generate_dataset(proto.generator or "mtf", work / "masked", manifest=work / "aligned", seed=proto.seed,
+                         workers=workers, progress=progress, generator_kwargs=proto.generator_kwargs, dedupe=False)
+        gm = read_manifest(work / "masked")
+        ok = gm[gm.status == "ok"].set_index("key")
+        bad = gm[gm.status != "ok"].set_index("key")["reason"].to_dict()
+        mv = df.variant == "masked"
+        keys = df.loc[mv, "key"]
+        df.loc[mv, "crop_path"] = keys.map(ok["abs_out_path"]).fillna("").to_numpy()
+        df.loc[mv, "mask_type"] = keys.map(ok["mask_type"] if "mask_type" in ok else {}).fillna("").to_numpy()
+        df.loc[mv, "how"] = [("masked" if k in ok.index else f"missing: mask: {bad.get(k, 'not aligned')}")
+                             for k in keys]
+    return df
