@@ -32,35 +32,31 @@ def _stand_in_aux():
 
     from mfrbench.generators import mfgan as M
 
+    class _Det(torch.nn.Module):  # used only while generators/parts.py is absent
+        parts = ["eyes", "nose", "mouth", "chin"]
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(),
+                                           torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU(),
+                                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 4))
+
+        def forward(self, x):
+            return self.net(x)
+
+    from mfrbench.generators.seg import AuxConfig, UNet
+
+    seg = UNet(base=AuxConfig().base)
+    seg.size = AuxConfig().size
     try:
-        from mfrbench.generators.parts import Det
-        from mfrbench.generators.seg import Seg
-        seg, det = Seg(), Det()
-        arch = "real Det/Seg architectures"
-    except (ImportError, TypeError):  # helpers not importable: small convolutional stand-ins
-        class _Seg(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-                                               torch.nn.Conv2d(16, 1, 3, padding=1))
+        from mfrbench.generators.parts import _det_build
 
-            def forward(self, x):
-                return self.net(x)
-
-        class _Det(torch.nn.Module):
-            parts = ["eyes", "nose", "mouth", "chin"]
-
-            def __init__(self):
-                super().__init__()
-                self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(),
-                                               torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU(),
-                                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 4))
-
-            def forward(self, x):
-                return self.net(x)
-
-        seg, det = _Seg(), _Det()
-        arch = "conv stand-ins (Det/Seg modules not importable)"
+        det = _det_build(AuxConfig(module="det"))
+        arch = "real Seg U-Net and Det CNN (default widths, random weights)"
+    except ImportError:
+        det = _Det()
+        arch = "real Seg U-Net; Det: small conv stand-in (parts.py absent)"
+    det.size = AuxConfig().size
 
     def from_run(kind, run, device):
         net = seg if kind == "Seg" else det

@@ -218,8 +218,8 @@ class FrozenAux:
         if kind == "Seg":
             from mfrbench.generators.seg import load_seg
 
-            net = load_seg(run, device)
-            return cls(kind, net, size=_aux_size(net), run=str(run))
+            seg = load_seg(run, device)                 # generators/seg.py ``Seg``: U-Net logits + its size
+            return cls(kind, seg.net, size=int(seg.size), run=str(run))
         from mfrbench.generators.parts import load_det
 
         net = load_det(run, device)
