@@ -87,7 +87,7 @@ class YuNet(Detector):
         cv2 = _cv2()
         h, w = rgb.shape[:2]
         s = min(1.0, self.max_side / max(h, w))
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         small = cv2.resize(bgr, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else bgr
         raw, off = self._run(small), 0.0
         if len(raw) == 0 and self.pad_retry:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 from collections import deque
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 Worker = Callable[[FaceRecord], dict]
 
 _WORKER: Worker | None = None
+_INIT_ERROR: BaseException | None = None
 
 
 def base_row(rec: FaceRecord) -> dict:
@@ -58,17 +60,17 @@ def _safe_call(fn: Worker, rec: FaceRecord) -> dict:
 
 
 def _init_worker(factory: Callable[..., Worker], kwargs: dict) -> None:
-    global _WORKER
+    global _WORKER, _INIT_ERROR
     import cv2
 
     cv2.setNumThreads(1)  # one process per core: nested threading only adds contention
     try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
-    _WORKER = factory(**kwargs)
+        _WORKER = factory(**kwargs)
+    except BaseException as err:  # raising here would make Pool respawn workers forever
+        _INIT_ERROR = err
+        return
+    if "torch" in sys.modules:  # only when the worker uses torch: importing it costs seconds
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _call_chunk(fn: Worker, chunk: Sequence[FaceRecord]) -> list[dict]:
@@ -87,6 +89,8 @@ def _call_chunk(fn: Worker, chunk: Sequence[FaceRecord]) -> list[dict]:
 
 
 def _run_chunk(chunk: Sequence[FaceRecord]) -> list[dict]:
+    if _INIT_ERROR is not None:
+        raise _INIT_ERROR
     assert _WORKER is not None
     return _call_chunk(_WORKER, chunk)
 
@@ -110,8 +114,8 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
     once per process, never once per image. A worker with a ``process_batch(records) -> rows``
     method gets ``chunk`` records per call (batched generators).
     """
+    fn = factory(**factory_kwargs)  # also in the parent: a bad config fails here, once, clearly
     if workers <= 1:
-        fn = factory(**factory_kwargs)
         if hasattr(fn, "process_batch"):
             for ch in _chunks(records, chunk):
                 yield from _call_chunk(fn, ch)
@@ -119,7 +123,14 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
         for rec in records:
             yield _safe_call(fn, rec)
         return
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    del fn
+    # forkserver (not fork: the parent may hold threads) with the heavy modules preloaded, so each
+    # worker starts by forking a warm process instead of re-importing numpy/cv2/pandas.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["mfrbench.pipeline", "cv2", factory.__module__])
+    else:
+        ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, factory_kwargs)) as pool:
         pending: deque = deque()
         for ch in _chunks(records, chunk):
