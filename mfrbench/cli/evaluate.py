@@ -78,3 +78,33 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
                f"{row['cmc_png'] or ''}")
     if row.get("notes"):
         click.echo(f"notes: {row['notes']}")
+
+
+@cli.command("report")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Results store folder (evals.csv).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the tables (default: the results folder).")
+@click.option("--benchmark", default="rmfrd", show_default=True, help="Benchmark the tables report.")
+@click.option("--loss", default="arcface", show_default=True, help="Recognizer loss used for Table III.")
+@click.option("--with-paper", is_flag=True, help="Show the paper's published values side by side.")
+def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
+    """Write Table II and Table III (CSV, Markdown, LaTeX) from the results store.
+
+    Cells hold the latest matching row; missing cells stay empty and are listed; the best
+    value per column is marked.
+
+    \b
+    Examples:
+      mfrbench report
+      mfrbench report --results results --out paper-tables --with-paper
+      mfrbench report --benchmark lfw-masked --loss cosface
+    """
+    from mfrbench.reports import write_reports
+
+    rep = write_reports(results_dir, out_dir, benchmark=benchmark, loss=loss.lower(), with_paper=with_paper)
+    for name in ("table2", "table3"):
+        df = rep[name]
+        filled = int(df["eval_id"].astype(bool).sum())
+        click.echo(f"{name}: {len(df)} rows, {filled} with results, {len(rep['missing'][name])} missing cells")
+    click.echo("wrote " + ", ".join(rep["files"]))

@@ -1,0 +1,264 @@
+"""``mfrbench report``: the paper's Table II and Table III from the results store.
+
+* **Table II** (rows: training-data generator x loss; columns Acc, TAR@FAR=1e-3, Rank-5) on
+  one benchmark (default ``rmfrd``, as the paper). The paper's rows (MTF, IAMGAN, MFGAN x
+  Softmax, Triplet, CosFace, ArcFace) are always listed; other (generator, loss) pairs found in
+  the store follow them.
+* **Table III** (rows: CycleGAN, MFGAN w/o L_inv, w/o lambda_cor, w/o L_sty, full MFGAN;
+  columns Acc, TAR@FAR=1e-3, Rank-5 of a recognizer with one loss (default ArcFace) trained on
+  each generator's data, and SSIM, PSNR, FID of the generated data from ``mfrbench quality``).
+
+A cell holds the **latest** matching row (by time). Missing cells stay empty and are listed
+under the table, never filled in. The best value per column is marked (bold in Markdown and
+LaTeX, ``best_in`` in the CSV). ``with_paper=True`` adds the published values side by side
+(from ``../shared/reference/mfgan-paper.txt``, copied into :data:`PAPER_TABLE2` /
+:data:`PAPER_TABLE3`). Rates are shown in percent; the CSVs keep fractions.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mfrbench.results import read_breakdown, read_results
+
+LOSSES = [("softmax", "Softmax"), ("triplet", "Triplet"), ("cosface", "CosFace"), ("arcface", "ArcFace")]
+T2_GENERATORS = [("mtf", "MTF"), ("iamgan", "IAMGAN"), ("mfgan", "MFGAN")]
+T3_VARIANTS = [("cyclegan", "CycleGAN"), ("mfgan-no-inv", "w/o L_inv"), ("mfgan-no-cor", "w/o λ_cor"),
+               ("mfgan-no-sty", "w/o L_sty"), ("mfgan", "All (MFGAN)")]
+#: Known generator names, most specific first (a run's ``generator`` field may be a longer string).
+KNOWN_GENERATORS = ["mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty", "mfgan", "cyclegan", "iamgan", "mtf", "none"]
+
+#: Paper Table II (Mask-CelebA training data, RMFRD test): (generator, loss) -> (Acc, TAR@FAR=1e-3, Rank-5), in %.
+PAPER_TABLE2 = {
+    ("mtf", "softmax"): (77.2, 65.1, 61.2), ("mtf", "triplet"): (77.8, 66.2, 64.6),
+    ("mtf", "cosface"): (78.4, 67.9, 66.5), ("mtf", "arcface"): (78.5, 67.9, 66.3),
+    ("iamgan", "softmax"): (82.1, 69.2, 75.1), ("iamgan", "triplet"): (83.2, 70.4, 77.1),
+    ("iamgan", "cosface"): (83.6, 71.5, 72.9), ("iamgan", "arcface"): (83.7, 71.6, 73.1),
+    ("mfgan", "softmax"): (89.2, 75.9, 80.3), ("mfgan", "triplet"): (90.1, 76.7, 82.8),
+    ("mfgan", "cosface"): (90.4, 78.1, 78.1), ("mfgan", "arcface"): (90.9, 78.4, 78.9),
+}
+#: Paper Table III: variant -> (Acc %, TAR@FAR=1e-3 %, Rank-5 %, SSIM, PSNR dB, FID).
+PAPER_TABLE3 = {
+    "cyclegan": (76.3, 64.8, 65.7, 0.723, 18.42, 64.29),
+    "mfgan-no-inv": (80.3, 68.5, 70.8, 0.747, 20.44, 58.46),
+    "mfgan-no-cor": (85.4, 73.9, 76.3, 0.764, 23.31, 47.66),
+    "mfgan-no-sty": (87.2, 75.3, 80.1, 0.813, 27.31, 25.98),
+    "mfgan": (90.9, 78.4, 82.8, 0.838, 29.52, 21.73),
+}
+
+REC_COLS = [("acc", "Acc", True), ("tar_far_1e-3", "TAR@FAR=1e-3", True), ("rank5", "Rank-5", True)]
+QUAL_COLS = [("ssim", "SSIM", True), ("psnr", "PSNR", True), ("fid", "FID", False)]  # bool: higher is better
+
+
+def generator_label(value: object) -> str:
+    """The known generator name inside a free-form ``generator`` field ('' when none matches)."""
+    s = str(value or "").lower()
+    for g in KNOWN_GENERATORS:
+        if g in s:
+            return g
+    return s
+
+
+def _latest(df: pd.DataFrame) -> pd.Series | None:
+    if df.empty:
+        return None
+    return df.sort_values("time").iloc[-1]
+
+
+def _num(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str, bool]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    best = {c: set() for c, _, _ in cols}
+    for c, _, higher in cols:
+        vals = pd.to_numeric(df.get(c), errors="coerce") if c in df else pd.Series(dtype=float)
+        if vals.notna().any():
+            target = vals.max() if higher else vals.min()
+            best[c] = set(df.index[vals == target])
+    df["best_in"] = [";".join(c for c, _, _ in cols if i in best[c]) for i in df.index]
+    return df
+
+
+def build_table2(results: pd.DataFrame, *, benchmark: str = "rmfrd") -> tuple[pd.DataFrame, list[str]]:
+    """Rows of Table II and the list of missing cells."""
+    ev = results[(results["kind"] == "eval") & (results["benchmark"] == benchmark)].copy()
+    ev["gen"] = ev["generator"].map(generator_label)
+    ev["lossn"] = ev["loss"].astype(str).str.lower()
+    keys = [(g, lo) for g, _ in T2_GENERATORS for lo, _ in LOSSES]
+    extra = sorted({(g, lo) for g, lo in zip(ev.gen, ev.lossn)} - set(keys))
+    rows, missing = [], []
+    for g, lo in keys + extra:
+        r = _latest(ev[(ev.gen == g) & (ev.lossn == lo)])
+        row = {"generator": dict(T2_GENERATORS).get(g, g), "loss": dict(LOSSES).get(lo, lo)}
+        if r is None:
+            missing.append(f"{row['generator']} / {row['loss']}: no eval row on {benchmark}")
+        for c in ("acc", "acc_std", "tar_far_1e-3", "tar_far_1e-3_lo", "tar_far_1e-3_hi", "rank5", "rank5_lo",
+                  "rank5_hi", "coverage"):
+            row[c] = _num(r[c]) if r is not None else float("nan")
+        row["eval_id"] = r["eval_id"] if r is not None else ""
+        row["paper_acc"], row["paper_tar_far_1e-3"], row["paper_rank5"] = PAPER_TABLE2.get((g, lo), (np.nan,) * 3)
+        rows.append(row)
+    return _table(rows, REC_COLS), missing
+
+
+def build_table3(results: pd.DataFrame, *, benchmark: str = "rmfrd", loss: str = "arcface"
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of Table III and the list of missing cells."""
+    ev = results[(results["kind"] == "eval") & (results["benchmark"] == benchmark)].copy()
+    ev["gen"] = ev["generator"].map(generator_label)
+    ev = ev[ev["loss"].astype(str).str.lower() == loss]
+    q = results[results["kind"] == "quality"].copy()
+    q["gen"] = q["generator"].map(generator_label)
+    rows, missing = [], []
+    for g, label in T3_VARIANTS:
+        r = _latest(ev[ev.gen == g])
+        qr = _latest(q[q.gen == g])
+        row = {"variant": label, "generator": g}
+        if r is None:
+            missing.append(f"{label}: no {loss} eval row on {benchmark}")
+        if qr is None:
+            missing.append(f"{label}: no quality row")
+        for c in ("acc", "acc_std", "tar_far_1e-3", "rank5"):
+            row[c] = _num(r[c]) if r is not None else float("nan")
+        for c in ("ssim", "psnr", "fid", "kid", "identity_cos", "n_images"):
+            row[c] = _num(qr[c]) if qr is not None else float("nan")
+        row["eval_id"] = r["eval_id"] if r is not None else ""
+        row["quality_id"] = qr["eval_id"] if qr is not None else ""
+        p = PAPER_TABLE3[g]
+        for c, v in zip(("paper_acc", "paper_tar_far_1e-3", "paper_rank5", "paper_ssim", "paper_psnr", "paper_fid"), p):
+            row[c] = v
+        rows.append(row)
+    return _table(rows, REC_COLS + QUAL_COLS), missing
+
+
+# --------------------------------------------------------------------------- rendering
+def _pct(v: float, std: float | None = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    s = f"{100 * v:.1f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        s += f" ± {100 * std:.1f}"
+    return s
+
+
+def _plain(v: float, digits: int) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _cells(row: pd.Series, table: str, with_paper: bool) -> list[tuple[str, str, bool]]:
+    """(header, text, is_best) for each displayed cell of ``row``."""
+    best = set(str(row["best_in"]).split(";"))
+    out = [("Acc", _pct(row["acc"], row.get("acc_std")), "acc" in best),
+           ("TAR@FAR=1e-3", _pct(row["tar_far_1e-3"]), "tar_far_1e-3" in best),
+           ("Rank-5", _pct(row["rank5"]), "rank5" in best)]
+    if table == "table3":
+        out += [("SSIM", _plain(row["ssim"], 3), "ssim" in best), ("PSNR (dB)", _plain(row["psnr"], 2), "psnr" in best),
+                ("FID", _plain(row["fid"], 2), "fid" in best)]
+    if with_paper:
+        out += [("paper Acc", _plain(row["paper_acc"], 1), False),
+                ("paper TAR@FAR=1e-3", _plain(row["paper_tar_far_1e-3"], 1), False),
+                ("paper Rank-5", _plain(row["paper_rank5"], 1), False)]
+        if table == "table3":
+            out += [("paper SSIM", _plain(row["paper_ssim"], 3), False), ("paper PSNR", _plain(row["paper_psnr"], 2),
+                                                                         False),
+                    ("paper FID", _plain(row["paper_fid"], 2), False)]
+    return out
+
+
+def _keys(row: pd.Series, table: str) -> list[tuple[str, str]]:
+    if table == "table2":
+        return [("Generator", str(row["generator"])), ("Loss", str(row["loss"]))]
+    return [("Method", str(row["variant"]))]
+
+
+def to_markdown(df: pd.DataFrame, table: str, *, with_paper: bool, title: str, missing: list[str]) -> str:
+    lines = [f"## {title}", ""]
+    heads = [h for h, _ in _keys(df.iloc[0], table)] + [h for h, _, _ in _cells(df.iloc[0], table, with_paper)]
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for _, r in df.iterrows():
+        cells = [t for _, t in _keys(r, table)] + [f"**{t}**" if b and t else t for _, t, b in
+                                                  _cells(r, table, with_paper)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Rates in %, Acc as mean ± std over folds; **bold** = best measured value per column; empty = "
+                  "not measured."]
+    if missing:
+        lines += ["", f"Missing cells ({len(missing)}):", ""] + [f"- {m}" for m in missing]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    return (s.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace("_", "\\_")
+            .replace("#", "\\#").replace("λ", "$\\lambda$").replace("±", "$\\pm$"))
+
+
+def to_latex(df: pd.DataFrame, table: str, *, with_paper: bool, title: str) -> str:
+    keys = _keys(df.iloc[0], table)
+    cells = _cells(df.iloc[0], table, with_paper)
+    spec = "l" * len(keys) + "r" * len(cells)
+    out = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex_escape(title)}}}", f"\\begin{{tabular}}{{{spec}}}",
+           "\\hline", " & ".join(_tex_escape(h) for h, _ in keys + [(h, "") for h, _, _ in cells]) + " \\\\", "\\hline"]
+    for _, r in df.iterrows():
+        vals = [_tex_escape(t) for _, t in _keys(r, table)]
+        vals += [("\\textbf{" + _tex_escape(t) + "}") if b and t else _tex_escape(t)
+                 for _, t, b in _cells(r, table, with_paper)]
+        out.append(" & ".join(vals) + " \\\\")
+    out += ["\\hline", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def _breakdown_md(results: pd.DataFrame, bd: pd.DataFrame, benchmark: str) -> str:
+    if bd.empty:
+        return ""
+    ev = results[(results["kind"] == "eval")][["eval_id", "model", "generator", "loss"]]
+    m = bd[bd["benchmark"] == benchmark].merge(ev, on="eval_id", how="left")
+    if m.empty:
+        return ""
+    lines = [f"## Breakdown on {benchmark} (by pair type and mask type)", "",
+             "| model | generator | loss | subset | genuine | impostor | Acc | TAR@FAR=1e-3 | probes | Rank-1 | Rank-5 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in m.iterrows():
+        n = lambda v: "" if pd.isna(v) else str(int(v))  # noqa: E731
+        lines.append(f"| {r['model']} | {generator_label(r['generator'])} | {r['loss']} | {r['subset']} | "
+                     f"{n(r['n_genuine'])} | {n(r['n_impostor'])} | {_pct(_num(r['acc']))} | "
+                     f"{_pct(_num(r['tar_far_1e-3']))} | {n(r['n_probes'])} | {_pct(_num(r['rank1']))} | "
+                     f"{_pct(_num(r['rank5']))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(results_dir: str | os.PathLike = "results", out_dir: str | os.PathLike | None = None, *,
+                  benchmark: str = "rmfrd", loss: str = "arcface", with_paper: bool = False) -> dict:
+    """Write ``table2``/``table3`` as CSV, Markdown and LaTeX; return paths and missing cells."""
+    from mfrbench.imageio import atomic_write_bytes
+
+    res = read_results(results_dir)
+    out = Path(out_dir) if out_dir else Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"rows": len(res), "files": [], "missing": {}}
+    for name, (df, missing), title in [
+        ("table2", build_table2(res, benchmark=benchmark),
+         f"Table II: recognizers trained on masked data from each generator, tested on {benchmark}"),
+        ("table3", build_table3(res, benchmark=benchmark, loss=loss),
+         f"Table III: MFGAN variants ({loss} recognizer on {benchmark}; image quality of the generated data)"),
+    ]:
+        paths = {ext: out / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+        atomic_write_bytes(paths["csv"], df.to_csv(index=False).encode())
+        md = to_markdown(df, name, with_paper=with_paper, title=title, missing=missing)
+        if name == "table2":
+            md += "\n" + _breakdown_md(res, read_breakdown(results_dir), benchmark)
+        atomic_write_bytes(paths["md"], md.encode())
+        atomic_write_bytes(paths["tex"], to_latex(df, name, with_paper=with_paper, title=title).encode())
+        report["files"] += [str(p) for p in paths.values()]
+        report["missing"][name] = missing
+        report[name] = df
+    return report
