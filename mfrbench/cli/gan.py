@@ -36,9 +36,11 @@ from mfrbench.cli import cli
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="cpu | cuda (default: cuda when available).")
 @click.option("--amp", is_flag=True, default=None, help="bf16 autocast on CUDA.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (1 is much faster than 2 on a machine busy with other jobs).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its checkpoint stopped.")
 def train_gen_cmd(method, faces, masks, out, profile, size, steps, batch_size, lr, max_faces, max_masks, model_set,
-                  det_run, seg_run, stage_steps, seed, device, amp, resume) -> None:
+                  det_run, seg_run, stage_steps, seed, device, amp, threads, resume) -> None:
     """Train a mask-generating GAN (Face -> Mask) on aligned faces and real masked photos.
 
     Writes RUN_DIR/checkpoint.pt (+ config.json), samples/step_*.png (rows: faces, generated
@@ -104,3 +106,89 @@ def _parse_set(items: tuple[str, ...]) -> dict:
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
+
+
+@cli.command("train-aux")
+@click.option("--module", "module", type=click.Choice(["seg", "det"]), required=True,
+              help="seg: mask segmentation U-Net; det: facial-part visibility + wearing classifier.")
+@click.option("--data", "masked", multiple=True, required=True, metavar="MTF_DIR",
+              help="Output folder of `mfrbench generate --method mtf` (repeatable); its mask maps / part labels are the targets.")
+@click.option("--faces", "unmasked", multiple=True, metavar="ALIGNED_DIR",
+              help="Unmasked aligned manifest(s) (repeatable): class `none`, empty mask maps.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (model.pt, metrics.json).")
+@click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default=None)
+@click.option("--steps", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--size", type=click.IntRange(min=32), default=None, help="Input resolution (default 112).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use at most N rows of each input.")
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+def train_aux_cmd(module, masked, unmasked, out, profile, steps, batch_size, size, max_images, seed, device,
+                  threads) -> None:
+    """Train the helper networks Seg (U-Net) or Det (part visibility) on mtf output; report held-out scores.
+
+    The held-out split keeps every identity (or source image) on one side.
+
+    \b
+    Examples:
+      mfrbench generate --method mtf --manifest out/celeba-aligned --out out/celeba-mtf --mask-type mix --wearing random
+      mfrbench train-aux --module seg --data out/celeba-mtf --faces out/celeba-aligned --out runs/seg --profile cpu
+      mfrbench train-aux --module det --data out/celeba-mtf --faces out/celeba-aligned --out runs/det --profile cpu
+    """
+    from mfrbench.generators.seg import train_aux
+
+    m = train_aux(module, list(masked), out, unmasked=list(unmasked), profile=profile,
+                  overrides={"steps": steps, "batch_size": batch_size, "size": size, "max_images": max_images,
+                             "seed": seed}, device=device, threads=threads)
+    click.echo(f"{module}: {m['train_images']} train / {m['heldout_images']} held-out images, {m['seconds']}s")
+    held = {k: v for k, v in m["heldout"].items() if k not in ("step", "confusion")}
+    click.echo("held-out: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in held.items()))
+    if "confusion" in m["heldout"]:
+        click.echo(f"wearing confusion (rows true, cols predicted; correct/incorrect/none): {m['heldout']['confusion']}")
+    click.echo(f"model: {out}/model.pt")
+
+
+@cli.command("segment")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Seg run folder (train-aux --module seg).")
+@click.option("--input", "inputs", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of images.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the mask maps.")
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Detect + align each face (YuNet) and warp the map back; --no-align for aligned crops.")
+@click.option("--device", default=None)
+def segment_cmd(checkpoint, inputs, out, align, device) -> None:
+    """Predict the mask region: one PNG per input image (same stem and size, 1 = mask pixel, 0 = not).
+
+    \b
+    Examples:
+      mfrbench segment --checkpoint runs/seg --input ../shared/data/masked-faces --out out/seg-maps
+      mfrbench segment --checkpoint runs/seg --input out/celeba-cyclegan/images --out out/cg-maps --no-align
+    """
+    from mfrbench.generators.seg import segment_folder
+
+    r = segment_folder(checkpoint, inputs, out, align=align, device=device)
+    click.echo(f"{r['written']} of {r['images']} images segmented ({r['aligned']} with a detected face) -> {r['out']}")
+    for f, reason in r["skipped"]:
+        click.echo(f"skipped {f}: {reason}")
+
+
+@cli.command("detect-parts")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Det run folder (train-aux --module det).")
+@click.option("--input", "inputs", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of images.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
+@click.option("--align/--no-align", default=True, show_default=True, help="Detect + align each face first (YuNet).")
+@click.option("--device", default=None)
+def detect_parts_cmd(checkpoint, inputs, out, align, device) -> None:
+    """Which facial parts are visible, and how the mask is worn: one CSV row per image.
+
+    Columns: file, status, reason, aligned, p_face, p_eyes, p_nose, p_mouth, p_chin (visibility
+    probabilities), p_correct, p_incorrect, p_none, wearing (correct | incorrect | none).
+
+    \b
+    Example:
+      mfrbench detect-parts --checkpoint runs/det --input ../shared/data/rmfrd/AFDB_masked_face_dataset --out parts.csv
+    """
+    from mfrbench.generators.parts import detect_parts_folder
+
+    r = detect_parts_folder(checkpoint, inputs, out, align=align, device=device)
+    click.echo(f"{r['ok']} of {r['images']} images -> {r['out']}; wearing: {r['wearing_counts']}")

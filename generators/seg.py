@@ -1,0 +1,488 @@
+"""``Seg``: the mask segmentation U-Net (MFGAN paper Sec. III-C) and the shared aux-module training.
+
+Paper: Xiong et al. (MFGAN) use "a pre-trained U-Net" (Ronneberger et al., MICCAI 2015,
+https://arxiv.org/abs/1505.04597) trained "for 20K steps with SGD on the segmentation version of
+RMFRD"; that data is not available. Here ``Seg`` is trained on ``mtf`` output, whose mask maps
+are exact labels by construction, plus unmasked aligned crops (all-zero maps) so it learns to say
+"no mask". Architecture: a 4-level U-Net (two 3x3 conv-BN-ReLU per level, max-pool down,
+bilinear up + skip concat), ``base`` channels at full resolution, one logit per pixel.
+
+Convention: **1 = mask pixel** everywhere in this code base (the paper's ``S_F`` is the
+complement, 1 = non-mask; IAMGAN/MFGAN take ``1 - Seg``). Differences from the paper, on
+purpose: Adam instead of SGD (converges in the few thousand CPU steps we can afford), BCE + soft
+Dice loss (masks cover a third of the crop), flips + brightness/contrast jitter (mtf masks are
+clean; real photos are not).
+
+Data (:func:`load_aux_data`): one or more ``mfrbench generate --method mtf`` output folders
+(manifest columns ``wearing``, ``covers_<part>`` and the mask map path) and optional unmasked
+aligned manifests. Held-out split: by identity when the rows have identities, else by source image.
+
+Also here: :data:`AUX_MODULES` (``seg``, ``det``) and :func:`train_aux`, the loop both share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfrbench.errors import MfrbenchError
+from mfrbench.generators._blocks import ConvNormAct, norm_layer
+from mfrbench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+PARTS = ("face", "eyes", "nose", "mouth", "chin")
+WEARING = ("correct", "incorrect", "none")
+#: mtf wearing modes -> the three classes Det predicts.
+WEARING_CLASS = {"correct": "correct", "nose-out": "incorrect", "mouth-nose-out": "incorrect", "chin": "incorrect",
+                 "incorrect": "incorrect", "none": "none", "": "none"}
+
+
+# ------------------------------------------------------------------------------------- network
+
+
+class UNet(nn.Module):
+    """U-Net: ``levels`` resolutions, ``base * 2**i`` channels at level i; (B, 3, S, S) -> (B, 1, S, S) logits."""
+
+    def __init__(self, base: int = 16, levels: int = 4, in_ch: int = 3) -> None:
+        super().__init__()
+        nf = norm_layer("batch")
+        ch = [base * 2 ** i for i in range(levels)]
+        self.downs = nn.ModuleList()
+        prev = in_ch
+        for c in ch:
+            self.downs.append(nn.Sequential(ConvNormAct(prev, c, nf), ConvNormAct(c, c, nf)))
+            prev = c
+        self.ups = nn.ModuleList()
+        for c_skip in reversed(ch[:-1]):
+            self.ups.append(nn.Sequential(ConvNormAct(prev + c_skip, c_skip, nf), ConvNormAct(c_skip, c_skip, nf)))
+            prev = c_skip
+        self.head = nn.Conv2d(prev, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, down in enumerate(self.downs):
+            x = down(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for up, skip in zip(self.ups, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = up(torch.cat([x, skip], 1))  # (B, C + C_skip, H, W)
+        return self.head(x)
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class AuxConfig:
+    module: str = "seg"
+    size: int = 112
+    base: int = 16                # width of the first level (Seg) / first conv (Det)
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_frac: float = 0.2
+    seed: int = 0
+    eval_every: int = 500
+    max_images: int | None = None
+
+
+AUX_PROFILES = {
+    "smoke": dict(steps=6, batch_size=4, base=8, eval_every=6, size=64),
+    "cpu": dict(steps=1500, batch_size=16, eval_every=250),
+    "paper": dict(steps=20_000, batch_size=16, eval_every=1000),   # the paper's 20K steps for U-Net
+}
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class AuxData:
+    """Images (N, 3, S, S) uint8, mask maps (N, S, S) uint8, part visibility (N, P) float, wearing (N,) int."""
+
+    images: torch.Tensor
+    maps: torch.Tensor
+    parts: torch.Tensor
+    wearing: torch.Tensor
+    groups: np.ndarray     # split groups (identity or source key)
+    keys: list[str]
+
+    def subset(self, idx: np.ndarray) -> "AuxData":
+        t = torch.as_tensor(idx)
+        return AuxData(self.images[t], self.maps[t], self.parts[t], self.wearing[t], self.groups[idx],
+                       [self.keys[i] for i in idx])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _map_column(df) -> str | None:
+    for c in ("map_out_path", "mask_path", "mask_map_path", "mask_out_path"):
+        if c in df.columns:
+            return c
+    cands = [c for c in df.columns if "mask" in c and c.endswith("path")]
+    return cands[0] if cands else None
+
+
+def load_aux_data(masked: list[str], unmasked: list[str] = (), *, size: int = 112,
+                  max_images: int | None = None) -> AuxData:
+    """Read mtf outputs (masked, with maps and part labels) and unmasked aligned manifests (class ``none``)."""
+    import cv2
+
+    from mfrbench.imageio import load_rgb
+    from mfrbench.manifest import read_manifest
+
+    imgs, maps, parts, wear, groups, keys = [], [], [], [], [], []
+
+    def resize(a: np.ndarray, interp: int) -> np.ndarray:
+        return a if a.shape[0] == size and a.shape[1] == size else cv2.resize(a, (size, size), interpolation=interp)
+
+    for spec in masked:
+        df = read_manifest(spec, status="ok")
+        col = _map_column(df)
+        if col is None:
+            raise MfrbenchError(f"{spec}: no mask map column in the manifest (expected mtf output with mask maps)")
+        if "wearing" not in df.columns:
+            raise MfrbenchError(f"{spec}: no `wearing` column (expected `mfrbench generate --method mtf` output)")
+        root = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+        df = df.iloc[:max_images] if max_images else df
+        for _, r in df.iterrows():
+            imgs.append(resize(load_rgb(r["abs_out_path"], min_side=1), cv2.INTER_AREA))
+            m = load_rgb(root / r[col], min_side=1)[..., 0]
+            maps.append(resize((m > 0).astype(np.uint8), cv2.INTER_NEAREST))
+            vis = [1.0] + [0.0 if _truthy(r.get(f"covers_{p}", False)) else 1.0 for p in PARTS[1:]]
+            parts.append(vis)
+            wear.append(WEARING.index(WEARING_CLASS.get(str(r["wearing"]), "incorrect")))
+            groups.append(str(r.get("identity") or r.get("key")))
+            keys.append(f"{spec}:{r['key']}")
+    for spec in unmasked:
+        df = read_manifest(spec, status="ok")
+        df = df.iloc[:max_images] if max_images else df
+        for _, r in df.iterrows():
+            imgs.append(resize(load_rgb(r["abs_out_path"], min_side=1), cv2.INTER_AREA))
+            maps.append(np.zeros((size, size), np.uint8))
+            parts.append([1.0] * len(PARTS))
+            wear.append(WEARING.index("none"))
+            groups.append(str(r.get("identity") or r.get("key")))
+            keys.append(f"{spec}:{r['key']}")
+    if not imgs:
+        raise MfrbenchError("no training images: pass at least one mtf output folder with --data")
+    return AuxData(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(),
+                   torch.from_numpy(np.stack(maps)), torch.tensor(parts, dtype=torch.float32),
+                   torch.tensor(wear, dtype=torch.long), np.array(groups), keys)
+
+
+def _truthy(v: Any) -> bool:
+    return v is True or str(v).strip().lower() in ("true", "1", "yes")
+
+
+def split_groups(groups: np.ndarray, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/held-out indices with no group (identity / source image) on both sides."""
+    uniq = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(len(uniq) * val_frac))) if len(uniq) > 1 else 0
+    val_groups = set(rng.choice(uniq, size=n_val, replace=False).tolist())
+    is_val = np.array([g in val_groups for g in groups])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def augment(x: torch.Tensor, maps: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips and brightness/contrast jitter; ``x`` (B, 3, S, S) in [-1, 1], ``maps`` (B, S, S)."""
+    b = x.shape[0]
+    flip = torch.as_tensor(rng.random(b) < 0.5)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    maps = torch.where(flip[:, None, None], maps.flip(-1), maps)
+    gain = torch.as_tensor(rng.uniform(0.7, 1.3, (b, 1, 1, 1)), dtype=x.dtype)
+    bias = torch.as_tensor(rng.uniform(-0.2, 0.2, (b, 1, 1, 1)), dtype=x.dtype)
+    return (x * gain + bias).clamp(-1, 1), maps
+
+
+def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return images_u8.to(device).float().div_(127.5).sub_(1.0)
+
+
+# ----------------------------------------------------------------------------------- Seg module
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    return (1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)).mean()
+
+
+def iou_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """IoU of binary maps (N, H, W): ``global`` (summed over all pixels) and ``mean`` over images with a mask.
+
+    Images whose target and prediction are both empty count as IoU 1 in ``mean_all``.
+    """
+    pred, target = pred.astype(bool), target.astype(bool)
+    inter = (pred & target).sum((1, 2)).astype(np.float64)
+    union = (pred | target).sum((1, 2)).astype(np.float64)
+    per = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    has = target.any((1, 2))
+    return {"iou_global": float(inter.sum() / max(union.sum(), 1)),
+            "iou_mean_masked": float(per[has].mean()) if has.any() else float("nan"),
+            "iou_mean_all": float(per.mean()),
+            "empty_correct": float((~pred[~has].any((1, 2))).mean()) if (~has).any() else float("nan")}
+
+
+class Seg:
+    """A trained U-Net: ``predict`` maps images in [-1, 1] (B, 3, H, W) to uint8 mask maps (B, H, W), 1 = mask."""
+
+    def __init__(self, net: UNet, size: int, device: torch.device, threshold: float = 0.5) -> None:
+        self.net, self.size, self.device, self.threshold = net.eval(), size, device, threshold
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> mask probabilities (B, 1, H, W); differentiable w.r.t. ``x``."""
+        h, w = x.shape[-2:]
+        xi = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False) \
+            if (h, w) != (self.size, self.size) else x
+        p = torch.sigmoid(self.net(xi.to(self.device)))
+        return F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != (self.size, self.size) else p
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        return (self.probs(x)[:, 0] >= self.threshold).to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_uint8(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> uint8 (B, H, W) maps."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2).float() / 127.5 - 1
+            out.append(self.predict(x.to(self.device)))
+        return np.concatenate(out)
+
+
+def _seg_build(cfg: AuxConfig) -> nn.Module:
+    return UNet(base=cfg.base)
+
+
+def _seg_loss(net: nn.Module, x: torch.Tensor, maps: torch.Tensor, parts: torch.Tensor, wear: torch.Tensor
+              ) -> dict[str, torch.Tensor]:
+    logits = net(x)
+    t = maps[:, None].float()
+    return {"bce": F.binary_cross_entropy_with_logits(logits, t), "dice": dice_loss(logits, t)}
+
+
+@torch.no_grad()
+def _seg_eval(net: nn.Module, data: AuxData, device: torch.device, batch: int = 32) -> dict[str, float]:
+    net.eval()
+    preds = []
+    for i in range(0, len(data), batch):
+        x = to_float(data.images[i:i + batch], device)
+        preds.append((net(x)[:, 0] > 0).cpu().numpy())
+    net.train()
+    return iou_scores(np.concatenate(preds), data.maps.numpy())
+
+
+@dataclass(frozen=True)
+class AuxModule:
+    name: str
+    build: Callable[[AuxConfig], nn.Module]
+    loss: Callable[..., dict[str, torch.Tensor]]
+    evaluate: Callable[..., dict[str, float]]
+    key_metric: str
+
+
+#: Helper networks trainable with ``mfrbench train-aux --module NAME``.
+AUX_MODULES: Registry[AuxModule] = Registry("aux module")
+AUX_MODULES.register(lambda: AuxModule("seg", _seg_build, _seg_loss, _seg_eval, "iou_global"), name="seg")
+
+
+# -------------------------------------------------------------------------------- shared loop
+
+
+def train_aux(module: str, masked: list[str], out: str | os.PathLike, *, unmasked: list[str] = (),
+              profile: str | None = None, overrides: dict | None = None, device: str | None = None,
+              threads: int | None = None, progress: bool = True) -> dict:
+    """Train ``Seg`` or ``Det`` on mtf outputs (+ unmasked crops); write ``RUN/model.pt``, ``metrics.json``.
+
+    Returns the held-out metrics (IoU for ``seg``; per-part and wearing accuracy for ``det``).
+    """
+    from tqdm import tqdm
+
+    from mfrbench.generators.gan_core import atomic_torch_save, atomic_write_text
+
+    spec = AUX_MODULES.get(module)()
+    if profile and profile not in AUX_PROFILES:
+        raise MfrbenchError(f"Unknown profile {profile!r}. Available: {', '.join(AUX_PROFILES)}")
+    kw = {**AUX_PROFILES.get(profile or "", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    unknown = set(kw) - {f.name for f in dataclasses.fields(AuxConfig)}
+    if unknown:
+        raise MfrbenchError(f"Unknown aux config keys {sorted(unknown)}")
+    cfg = AuxConfig(**{**kw, "module": spec.name})
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = load_aux_data(list(masked), list(unmasked), size=cfg.size, max_images=cfg.max_images)
+    tr_idx, va_idx = split_groups(data.groups, cfg.val_frac, cfg.seed)
+    train, val = data.subset(tr_idx), data.subset(va_idx)
+    torch.manual_seed(cfg.seed)
+    net = spec.build(cfg).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    history, t0 = [], time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=f"train {module}", unit="step", disable=not progress, dynamic_ncols=True,
+               mininterval=1.0)
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = rng.integers(len(train), size=cfg.batch_size)
+        x, maps = augment(to_float(train.images[idx], dev), train.maps[idx].to(dev), rng)
+        terms = spec.loss(net, x, maps, train.parts[idx].to(dev), train.wearing[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+        if len(val) and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            history.append({"step": step + 1, **spec.evaluate(net, val, dev)})
+    config = {"aux": dataclasses.asdict(cfg), "data": {"masked": list(masked), "unmasked": list(unmasked),
+                                                       "train": len(train), "heldout": len(val)}}
+    atomic_torch_save({"config": config, "state": net.state_dict()}, out / "model.pt")
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+    metrics = {"module": module, "train_images": len(train), "heldout_images": len(val),
+               "seconds": round(time.perf_counter() - t0, 1), "heldout": history[-1] if history else {},
+               "history": history}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def load_aux(run_dir: str | os.PathLike, module: str, device: torch.device | str = "cpu"
+             ) -> tuple[nn.Module, AuxConfig]:
+    p = Path(run_dir)
+    path = p / "model.pt" if p.is_dir() else p
+    if not path.is_file():
+        raise MfrbenchError(f"no {module} model at {path} (train one with `mfrbench train-aux --module {module}`)")
+    ck = torch.load(path, map_location=device, weights_only=True)
+    cfg = AuxConfig(**ck["config"]["aux"])
+    if cfg.module != module:
+        raise MfrbenchError(f"{path} holds a {cfg.module} model, not {module}")
+    net = AUX_MODULES.get(module)().build(cfg)
+    net.load_state_dict(ck["state"])
+    return net.to(device).eval(), cfg
+
+
+def load_seg(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> Seg:
+    """A trained ``Seg`` from its run folder (``mfrbench train-aux --module seg``)."""
+    net, cfg = load_aux(run_dir, "seg", device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return Seg(net, cfg.size, torch.device(device))
+
+
+# ----------------------------------------------------------------------------- folder inference
+
+
+def predict_folder(inputs: str | os.PathLike, out_dir: str | os.PathLike, fn: Callable[[np.ndarray, Path], Any], *,
+                   align: bool = True, size: int = 112, progress: bool = True) -> tuple[list[Path], list[dict]]:
+    """Run ``fn(crop_uint8, path)`` on every image under ``inputs``, aligned with YuNet when ``align``.
+
+    Returns (paths, rows) where row has ``file``, ``aligned`` (whether a face was found) and ``M``
+    (the 2x3 crop transform, or None when the whole image was used).
+    """
+    from tqdm import tqdm
+
+    from mfrbench.align import norm_crop
+    from mfrbench.datasets import walk_images
+    from mfrbench.errors import SkipImage
+    from mfrbench.faces import DETECTORS, pick_main_face
+    from mfrbench.imageio import load_rgb
+
+    root = Path(inputs)
+    if not root.is_dir():
+        raise MfrbenchError(f"--input {root} is not a folder of images")
+    det = DETECTORS.create("yunet") if align else None
+    paths, rows = [], []
+    for p in tqdm(list(walk_images(root)), desc="images", unit="img", disable=not progress, dynamic_ncols=True):
+        row = {"file": p.relative_to(root).as_posix(), "aligned": False, "M": None, "status": "ok", "reason": ""}
+        try:
+            rgb = load_rgb(p, min_side=8)
+        except SkipImage as skip:
+            row.update(status="skipped", reason=skip.reason)
+            rows.append(row)
+            paths.append(p)
+            continue
+        face = pick_main_face(det.detect(rgb), rgb.shape) if det else None
+        if face is not None:
+            crop, M = norm_crop(rgb, face.lmk5, size)
+            row.update(aligned=True, M=M)
+        else:
+            import cv2
+
+            crop = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+        row["result"] = fn(crop, p)
+        row["shape"] = rgb.shape[:2]
+        rows.append(row)
+        paths.append(p)
+    return paths, rows
+
+
+def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True, device: str | None = None,
+                   progress: bool = True) -> dict:
+    """``mfrbench segment``: one PNG per image (same stem, same size as the input, 1 = mask pixel)."""
+    import cv2
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seg = load_seg(checkpoint, dev)
+
+    def fn(crop: np.ndarray, p: Path) -> np.ndarray:
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return seg.probs(x.to(dev))[0, 0].cpu().numpy()  # (S, S) probabilities
+
+    _, rows = predict_folder(inputs, out, fn, align=align, size=112, progress=progress)
+    out_dir = Path(out)
+    n_ok = 0
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        h, w = row["shape"]
+        prob = row.pop("result")
+        if row["M"] is not None:  # crop frame -> image frame
+            full = cv2.warpAffine(prob, row["M"], (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        else:
+            full = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        mask = (full >= seg.threshold).astype(np.uint8)
+        dest = out_dir / Path(row["file"]).with_suffix(".png")
+        _save_gray_png(dest, mask)
+        n_ok += 1
+    skipped = [r for r in rows if r["status"] != "ok"]
+    return {"images": len(rows), "written": n_ok, "aligned": sum(bool(r["aligned"]) for r in rows),
+            "skipped": [(r["file"], r["reason"]) for r in skipped], "out": str(out_dir)}
+
+
+def _save_gray_png(path: Path, arr: np.ndarray) -> None:
+    import cv2
+
+    from mfrbench.imageio import atomic_write_bytes
+
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise MfrbenchError(f"could not encode {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+# Det registers itself in AUX_MODULES on import; keep this at the bottom (parts imports this module).
+def _load_parts() -> None:
+    import importlib
+
+    importlib.import_module("mfrbench.generators.parts")
+
+
+_load_parts()
