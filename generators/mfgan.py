@@ -573,8 +573,8 @@ def template_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
 def non_mask_ssim_psnr(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
     """SSIM and PSNR between uint8 images restricted to ``keep`` (1 = non-mask pixel).
 
-    Uses ``mfrbench.metrics.quality`` when the evaluator module provides it, else scikit-image
-    (SSIM map averaged over kept pixels; PSNR from the MSE over kept pixels).
+    Uses the evaluator's ``mfrbench.metrics.quality`` when importable, else the same definition
+    inline (scikit-image's SSIM map averaged over kept pixels; PSNR from the MSE over kept pixels).
     """
     try:
         from mfrbench.metrics import quality as Q  # the evaluator's implementation, when present

@@ -201,3 +201,38 @@ def test_bad_config_values():
         M.MFGANConfig(cor_apply="disc")
     with pytest.raises(M.MfrbenchError, match="three non-negative"):
         M.MFGANConfig(stage_steps=(1, 2))
+
+
+def test_non_mask_ssim_psnr_matches_skimage_on_full_keep():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    keep = np.ones((32, 32), bool)
+    ssim, psnr = M.non_mask_ssim_psnr(a, b, keep)
+    assert psnr == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), rel=1e-9)
+    _, smap = structural_similarity(a, b, channel_axis=-1, data_range=255, full=True)
+    assert ssim == pytest.approx(smap.mean(), rel=1e-9)     # the SSIM map averaged over kept pixels
+    # only kept pixels count: a difference confined to dropped pixels leaves PSNR infinite
+    c = a.copy()
+    c[20:, :] = 0
+    keep[20:, :] = False
+    assert M.non_mask_ssim_psnr(a, c, keep)[1] == float("inf")
+
+
+def test_template_boxes_sit_on_nose_and_mouth():
+    for size in (64, 112, 128):
+        boxes = M.template_boxes(size)
+        (ny0, ny1, nx0, nx1), (my0, my1, mx0, mx1) = boxes["nose"], boxes["mouth"]
+        assert 0 <= ny0 < ny1 <= my0 < my1 <= size and 0 <= nx0 < nx1 <= size and 0 <= mx0 < mx1 <= size
+        assert abs((nx0 + nx1) / 2 - size / 2) < size * 0.05       # centred horizontally
+
+
+def test_frozen_aux_resizes_and_has_no_gradients():
+    seg = _TinySeg()
+    aux = M.FrozenAux("Seg", seg, size=32)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    p = aux(x)
+    assert p.shape == (2, 1, 64, 64) and not p.requires_grad and 0 <= p.min() and p.max() <= 1
+    assert all(not q.requires_grad for q in seg.parameters())
