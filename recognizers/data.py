@@ -94,7 +94,7 @@ def read_source(spec: str | os.PathLike) -> Source:
         df = read_manifest(p, status="ok")
         kind = str(meta.get("kind", "aligned"))
         masked_col = df["is_masked"].tolist() if "is_masked" in df.columns else [False] * len(df)
-        rows = [Sample(str(path), str(ident), kind == "masked" or bool(m))
+        rows = [Sample(os.path.abspath(path), str(ident), kind == "masked" or bool(m))
                 for path, ident, m in zip(df["abs_out_path"], df["identity"], masked_col)]
         no_identity = sum(1 for r in rows if not r.identity)
         if no_identity:
@@ -103,7 +103,7 @@ def read_source(spec: str | os.PathLike) -> Source:
         gen = _generator_of(meta)
     elif p.is_dir():
         kind, gen = "folder", "none"
-        rows = [Sample(str(f), d.name, False) for d in sorted(p.iterdir()) if d.is_dir()
+        rows = [Sample(os.path.abspath(f), d.name, False) for d in sorted(p.iterdir()) if d.is_dir()
                 for f in sorted(d.iterdir()) if is_image_name(f)]
     else:
         raise MfrbenchError(f"--data {spec}: not a manifest (no {MANIFEST_CSV}) nor a folder of <identity>/<image> crops")
