@@ -48,8 +48,11 @@ class DlibEmbedder:
     """dlib's face-recognition ResNet over ArcFace-aligned 112x112 crops.
 
     dlib expects its own 150x150 chip: each crop is re-warped with the similarity transform
-    taking the ArcFace template onto :data:`DLIB_TEMPLATE` (the chip lies inside the 112 crop
-    up to a 2-pixel strip at the bottom, filled with black). dlib was trained for the
+    taking the ArcFace template onto :data:`DLIB_TEMPLATE` (least squares; the two 5-point
+    templates differ by about 3 px after the fit). dlib's chip reaches further down the chin than
+    the ArcFace crop: its bottom 15 rows lie outside the crop and are black. Where the original
+    photos are at hand, a chip cut from them is slightly better (models README); the crop route
+    keeps masked and unmasked images on one path. dlib was trained for the
     Euclidean distance of raw descriptors (same person below 0.6), so ``metric`` is
     ``euclidean``; ``flip=True`` averages the descriptors of the crop and its mirror image.
     """

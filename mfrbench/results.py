@@ -107,10 +107,11 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
     path = Path(results_dir) / EVALS
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(path, dtype={c: str for c in ("eval_id", "model", "generator", "loss", "benchmark",
-                                                   "config_hash", "notes", "protocol_id")}, keep_default_na=False,
-                     na_values=[""])
-    for c in ("model", "generator", "loss", "benchmark", "backbone", "train_data", "notes", "quality_data"):
+    text = ("eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "train_data", "generator",
+            "config_hash", "benchmark", "protocol_id", "root", "metric", "acc_protocol", "fallback", "quality_data",
+            "notes", "roc_png", "cmc_png", "tool_version", "gallery_rule")
+    df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
+    for c in text:
         if c in df:
             df[c] = df[c].fillna("")
     if kind is not None:
