@@ -2,7 +2,8 @@
 
 * **SSIM / PSNR on the non-mask area**: both images uint8 RGB of the same size, data range
   0-255. SSIM is scikit-image's (7x7 uniform window, per channel, averaged over channels) and
-  its SSIM *map* is averaged over the non-mask pixels only; PSNR is ``10 log10(255^2 / MSE)``
+  its SSIM *map* is averaged over the non-mask pixels only (minus the 3-pixel image border, as
+  skimage's own mean does, so an all-ones ``keep`` gives exactly skimage's SSIM); PSNR is ``10 log10(255^2 / MSE)``
   with the MSE over the non-mask pixels (all three channels). ``keep`` is 1 on non-mask
   pixels (the inverse of a generator's mask map).
 * **FID**: Frechet distance between Gaussian fits of 2048-d Inception-v3 pool features of
@@ -54,7 +55,12 @@ def ssim_non_mask(real: ArrayLike, fake: ArrayLike, keep: ArrayLike) -> float:
     if not keep.any():
         return float("nan")
     _, smap = structural_similarity(real, fake, channel_axis=-1, data_range=255, full=True)
-    return float(smap.mean(-1)[keep].mean())
+    # Like skimage's mean SSIM, skip the 3-pixel border whose windows reach past the image.
+    inner = np.zeros_like(keep)
+    inner[3:-3, 3:-3] = keep[3:-3, 3:-3]
+    if not inner.any():
+        return float("nan")
+    return float(smap.mean(-1)[inner].mean())
 
 
 def psnr_non_mask(real: ArrayLike, fake: ArrayLike, keep: ArrayLike) -> float:
@@ -88,7 +94,7 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
         raise ValueError(f"Expected means of shape (d,) and covariances (d, d), but got {mu1.shape}, {s1.shape}, "
                          f"{mu2.shape}, {s2.shape}")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         # Singular product (fewer samples than dimensions): regularise, as pytorch-fid does.
         offset = np.eye(len(mu1)) * eps
