@@ -106,8 +106,10 @@ class CycleGAN(TrainableGAN):
 
 
 @register_generator
-def cyclegan(checkpoint: str | None = None, **kw) -> "GANMaskGenerator":
-    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`."""
+def cyclegan(checkpoint: str | None = None, seg_checkpoint: str | None = None, device: str | None = None,
+             batch_size: int = 32) -> "GANMaskGenerator":
+    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`; mask maps from ``seg_checkpoint``."""
     from mfrbench.generators.gan_core import GANMaskGenerator
 
-    return GANMaskGenerator.from_run(checkpoint, expect="cyclegan", **kw)
+    return GANMaskGenerator.from_run(checkpoint, expect="cyclegan", seg_checkpoint=seg_checkpoint, device=device,
+                                     batch_size=batch_size)

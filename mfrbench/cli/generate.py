@@ -13,7 +13,7 @@ from mfrbench.datasets import list_datasets
 
 # Method-specific options: forwarded only to methods whose factory names the parameter.
 _METHOD_OPTIONS = ("mask_type", "color", "color_weight", "texture", "wearing", "checkpoint", "reference",
-                   "reference_mode")
+                   "reference_mode", "seg_checkpoint")
 
 
 def _method_kwargs(method: str, given: dict) -> dict:
@@ -57,6 +57,8 @@ def _method_kwargs(method: str, given: dict) -> dict:
               help="mtf: correct, nose-out, mouth-nose-out, chin, or random (40 % correct). [default: correct]")
 @click.option("--checkpoint", default=None, metavar="RUN",
               help="GAN methods: run folder written by `mfrbench train-gen`.")
+@click.option("--seg-checkpoint", default=None, metavar="SEG_RUN",
+              help="cyclegan/iamgan: Seg run (train-aux --module seg) that predicts the written mask maps.")
 @click.option("--reference", type=click.Path(exists=True), default=None, metavar="DIR",
               help="mfgan: masked photos (folder or aligned manifest) whose mask style the outputs copy (paper Fig. 8).")
 @click.option("--reference-mode", type=click.Choice(["random", "fixed", "per-identity"]), default=None,
@@ -77,7 +79,8 @@ def _method_kwargs(method: str, given: dict) -> dict:
               help="Save grid.png: input | masked | mask map for a few samples.")
 def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, manifest: str | None,
                  mask_type: str | None, color: str | None, color_weight: float | None, texture: str | None,
-                 wearing: str | None, checkpoint: str | None, reference: str | None, reference_mode: str | None,
+                 wearing: str | None, checkpoint: str | None, seg_checkpoint: str | None, reference: str | None,
+                 reference_mode: str | None,
                  seed: int, workers: int, limit: int | None,
                  batch_size: int | None, fmt: str, landmarker: str, keep_duplicates: bool, resume: bool,
                  grid: bool) -> None:
@@ -107,6 +110,7 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
         raise MfrbenchError("give --dataset NAME (raw photos) or --manifest ALIGNED_DIR")
     kwargs = _method_kwargs(method, {"mask_type": mask_type, "color": color, "color_weight": color_weight,
                                      "texture": texture, "wearing": wearing, "checkpoint": checkpoint,
+                                     "seg_checkpoint": seg_checkpoint,
                                      "reference": reference, "reference_mode": reference_mode})
     if "seed" in inspect.signature(GENERATORS.get(method)).parameters:  # mfgan: per-identity reference choice
         kwargs["seed"] = seed
