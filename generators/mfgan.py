@@ -222,8 +222,19 @@ class FrozenAux:
             return cls(kind, seg.net, size=int(seg.size), run=str(run))
         from mfrbench.generators.parts import load_det
 
-        net = load_det(run, device)
-        return cls(kind, net, size=_aux_size(net), parts=list(net.parts), run=str(run))
+        from mfrbench.generators.seg import PARTS
+
+        det = load_det(run, device)                     # generators/parts.py ``Det``: (part, wearing) logits
+        return cls(kind, det.net, size=int(det.size), parts=list(PARTS), run=str(run))
+
+    @torch.no_grad()
+    def wearing(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Det's wearing-class probabilities ``(B, 3)`` (correct, incorrect, none), when its network has that head."""
+        xi = x.detach().float()
+        if self.size and x.shape[-1] != self.size:
+            xi = F.interpolate(xi, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        out = self.net(xi)
+        return torch.softmax(out[1].float(), 1) if isinstance(out, tuple) else None
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,6 +243,8 @@ class FrozenAux:
         if self.size and s != self.size:
             xi = F.interpolate(xi, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         out = self.net(xi)
+        if isinstance(out, tuple):                      # Det: (part logits, wearing logits)
+            out = out[0]
         if self.kind == "Seg":
             p = torch.sigmoid(out.float())                              # (B, 1, s', s') mask probability
             return F.interpolate(p, size=(s, s), mode="bilinear", align_corners=False) if p.shape[-1] != s else p
@@ -272,7 +285,7 @@ class MFGANConfig:
     # (1) lambda_cor
     cor_alpha: float = 1.0
     cor_c: float = 1.0
-    cor_weights: dict[str, float] = field(default_factory=lambda: {"eyes": 2.0, "nose": 1.0, "mouth": 1.0})
+    cor_weights: dict[str, float] = field(default_factory=lambda: {"face": 1.0, "eyes": 2.0, "nose": 1.0, "mouth": 1.0})
     cor_covered: tuple[str, ...] = ("nose", "mouth", "chin")
     cor_apply: str = "both"         # d_fake | g | both
     cor_threshold: float = 0.5
@@ -599,8 +612,9 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
                     styled: Sequence[torch.Tensor] = ()) -> dict[str, Any]:
     """The numbers each stage claims to move, on one set of faces.
 
-    * ``correct_wearing``: share of outputs whose Det verdict matches correct wearing (the
-      lambda_cor penalty is 0), and, per part, the share Det calls visible on the outputs;
+    * ``correct_wearing``: share of outputs whose lambda_cor penalty is 0 (Det's part verdicts
+      match correct wearing on every weighted part), ``det_wearing_correct``: share that Det's
+      wearing head calls ``correct``, and, per part, the share Det calls visible on the outputs;
     * ``nose_cov``/``mouth_cov``: mean share of the template nose/mouth box that Seg calls mask;
     * ``ssim_nonmask``/``psnr_nonmask``: input vs output outside Seg's mask (SSIM/PSNR, skimage or
       the evaluator's ``mfrbench.metrics.quality``); FID/KID are left to ``mfrbench quality``;
@@ -612,8 +626,11 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
     if model.det is not None:
         vin, vout = model.det(real), model.det(out)
         dis = L.visibility_disagreement(vin, vout, covered=model.cor_cov, threshold=model.cfg.cor_threshold)
-        x = L.penalty(dis, [1.0] * dis.shape[1])
-        res["correct_wearing"] = float((x == 0).float().mean())
+        x = L.penalty(dis, model.cor_w)
+        res["correct_wearing"] = float((x == 0).float().mean())          # zero lambda_cor penalty
+        wear = model.det.wearing(out)
+        if wear is not None:                                              # Det's own wearing head
+            res["det_wearing_correct"] = float((wear.argmax(1) == 0).float().mean())
         res["visible_on_output"] = {p: float((vout[:, i] > 0.5).float().mean()) for i, p in enumerate(model.det.parts)}
     if model.seg is not None:
         mp = model.seg(out)[:, 0] > model.cfg.seg_threshold                 # (B, S, S)
@@ -622,8 +639,10 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
         res["mask_area"] = float(mp.float().mean())
         r8, o8, keep = _to_uint8(real), _to_uint8(out), (~mp).cpu().numpy()
         vals = np.array([non_mask_ssim_psnr(r8[i], o8[i], keep[i]) for i in range(len(r8))])
-        res["ssim_nonmask"] = float(np.nanmean(vals[:, 0]))
-        res["psnr_nonmask"] = float(np.nanmean(np.where(np.isinf(vals[:, 1]), np.nan, vals[:, 1])))
+        psnr = np.where(np.isinf(vals[:, 1]), np.nan, vals[:, 1])
+        # NaN (not 0) when Seg leaves no non-mask pixel on any output: the metric is undefined there
+        res["ssim_nonmask"] = float(np.nanmean(vals[:, 0])) if np.isfinite(vals[:, 0]).any() else float("nan")
+        res["psnr_nonmask"] = float(np.nanmean(psnr)) if np.isfinite(psnr).any() else float("nan")
     if len(styled) >= 2:
         pairs = [(i, j) for i in range(len(styled)) for j in range(i + 1, len(styled))]
         res["style_diversity"] = float(np.mean([(styled[i] - styled[j]).abs().mean().item() for i, j in pairs]))
