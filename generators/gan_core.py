@@ -634,11 +634,11 @@ def train_gan(method: str, faces: str, masks: str, out: str | os.PathLike, *, pr
         train, model_cfg = resolve_config(method, profile, train=train_overrides, model=model_overrides)
         state = None
         config = config_dict(train, model_cfg, {"profile": profile, "faces": str(faces), "masks": str(masks)})
+    model = build_gan(train, model_cfg, dev)  # before the data: a bad model config fails in a second
     face_data = load_domain("faces", config.get("faces", faces), run_dir / "data" / "faces", size=train.size,
                             limit=train.max_faces, masked=False, min_face_px=0, progress=progress)
     mask_data = load_domain("masks", config.get("masks", masks), run_dir / "data" / "masks", size=train.size,
                             limit=train.max_masks, masked=True, min_face_px=train.min_face_px, progress=progress)
-    model = build_gan(train, model_cfg, dev)
     if state is not None:
         model.load_state_dict(state)
     config["data"] = {"faces": len(face_data), "masks": len(mask_data)}

@@ -349,7 +349,7 @@ def train_aux(module: str, masked: list[str], out: str | os.PathLike, *, unmaske
         sum(terms.values()).backward()
         opt.step()
         sched.step()
-        bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
         if len(val) and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             history.append({"step": step + 1, **spec.evaluate(net, val, dev)})
     config = {"aux": dataclasses.asdict(cfg), "data": {"masked": list(masked), "unmasked": list(unmasked),
