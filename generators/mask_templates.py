@@ -91,7 +91,7 @@ WEARING_MODES: dict[str, WearingMode] = {
     "correct": WearingMode(top=(28, 29, 0.5), top_off=0.0, bottom_off=0.03),
     "nose-out": WearingMode(top=(33, 51, 0.45), top_off=0.0, bottom_off=0.06),
     "mouth-nose-out": WearingMode(top=(57, 8, 0.12), top_off=0.0, bottom_off=0.12),
-    "chin": WearingMode(top=(57, 8, 0.45), top_off=0.0, bottom_off=0.24),
+    "chin": WearingMode(top=(57, 8, 0.4), top_off=0.0, bottom_off=0.26, neck_width=0.95),
 }
 #: ``--wearing random``: correct fits are the majority, each incorrect mode equally likely.
 WEARING_RANDOM_WEIGHTS = {"correct": 0.4, "nose-out": 0.2, "mouth-nose-out": 0.2, "chin": 0.2}

@@ -15,8 +15,8 @@ template kit is reused (see :mod:`mfrbench.generators.mask_templates`); the plac
 5. brightness and saturation matched to the skin the mask covers, in HSV: ``V`` scaled by the
    skin's brightness, ``S`` by the skin's **saturation** (so a grayscale photo gets a gray mask);
 6. alpha compositing. The mask map is ``warped alpha >= 0.5``: the pixels the mask visibly
-   owns, so it lines up with the drawn mask exactly (only the 1 px anti-aliased rim outside it
-   is partly blended).
+   owns, so it lines up with the drawn mask exactly: every map pixel is drawn, and the only
+   drawn pixels off the map are the anti-aliased edge (alpha < 0.5), cut at ``RIM`` = 2 px.
 
 Differences from the original tool on purpose: no default tint (MaskTheFace blends a colour
 into every mask), saturation from the S channel (it used V), ``.jpeg`` and any other format
@@ -39,6 +39,8 @@ from mfrbench.generators.mask_templates import (
     homography_lsq, load_kit, part_points, plain_template, six_anchors, template_name, yaw_bin, yaw_degrees)
 
 TYPE_CHOICES = MASK_TYPES + ("random", "mix")
+RIM = 2  # px: drawn pixels off the mask map lie at most this far from it
+_RIM_KERNEL = np.ones((2 * RIM + 1, 2 * RIM + 1), np.uint8)
 WEARING_CHOICES = tuple(WEARING_MODES) + ("random",)
 
 
@@ -182,8 +184,13 @@ class MTFGenerator(MaskGenerator):
         inside = alpha >= self.cfg.alpha_threshold
         if not inside.any():
             raise SkipImage("mask_outside", "the placed mask falls outside the image")
+        # Keep the anti-aliased edge only within RIM px of the map: faint sub-pixel fragments
+        # (a strap thinner than a pixel) would be drawn but not be on the map.
+        near = cv2.dilate(inside.astype(np.uint8), _RIM_KERNEL).astype(bool)
+        alpha[~near] = 0.0
         roi = image[y0:y1, x0:x1]
         pm = warped[..., :3].astype(np.float32) * (1.0 / 255.0)            # premultiplied colour
+        pm[~near] = 0.0
         gains = (1.0, 1.0)
         if self.cfg.match_light:
             pm, gains = self._match_light(pm, alpha, roi, inside)
