@@ -313,6 +313,11 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     orig = images.variant == "orig"
     row["detect_rate"] = float((images.how[orig] == "detected").mean()) if orig.any() else float("nan")
     notes = list(proto.notes)
+    n_orig, n_det = int(orig.sum()), int((images.how[orig] == "detected").sum())
+    if n_det < n_orig:
+        n_fb = int(images.how[orig].str.startswith("fallback").sum())
+        notes.append(f"{n_orig - n_det} of {n_orig} images without a detected face: {n_fb} centre-cropped "
+                     f"(fallback {cfg.fallback}), {n_orig - n_det - n_fb} unusable")
     breakdown: list[dict] = []
     rocs: dict[str, tuple] = {}
 

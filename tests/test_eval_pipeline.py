@@ -174,3 +174,24 @@ def test_dlib_chip_geometry():
     assert err.max() < 4.0  # two measured mean-face templates: a similarity fits one onto the other to ~3 px
     bottom = transform_points(M, [[56.0, 112.0]])[0, 1]
     assert 130 < bottom < 140  # the crop's last row lands at chip row ~135 (rows below are black)
+
+
+@pytest.mark.slow
+def test_eval_a_trained_run(kit, lfw_root, tmp_path):
+    """train-fr (one step on synthetic faces) -> mfrbench eval --run on lfw-masked: the run's info lands in the row."""
+    runner = CliRunner()
+    assert runner.invoke(cli, ["synth", "--out", str(tmp_path / "syn"), "--identities", "6",
+                               "--per-identity", "3"]).exit_code == 0
+    assert runner.invoke(cli, ["align", "--dataset", "synthetic", "--root", str(tmp_path / "syn"), "--out",
+                               str(tmp_path / "al"), "--landmarker", "none"]).exit_code == 0
+    r = runner.invoke(cli, ["train-fr", "--data", str(tmp_path / "al"), "--embedding-dim", "32", "--epochs", "1",
+                            "--batch-size", "8", "--workers", "0", "--max-steps", "1", "--out", str(tmp_path / "run"),
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    root = _mini_lfw(kit, tmp_path / "lfw", per_fold=2)
+    r = runner.invoke(cli, ["eval", "--run", str(tmp_path / "run"), "--benchmark", "lfw-masked", "--root", str(root),
+                            "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"), "--bootstrap", "20"])
+    assert r.exit_code == 0, r.output
+    row = pd.read_csv(tmp_path / "res" / "evals.csv").iloc[0]
+    assert row.backbone == "iresnet18" and row.loss == "arcface" and row.embedding_dim == 32
+    assert row.metric == "cosine" and row.generator == "none" and isinstance(row.config_hash, str)
