@@ -185,7 +185,11 @@ def _allpairs(E: np.ndarray, ok: np.ndarray, images: pd.DataFrame, ap, metric: s
             folds = fold_of[probe][rows]
         else:
             folds = None
-        res.update(_verification_from_scores(scores, same, folds, balanced=True, n_boot=cfg.n_boot, seed=cfg.seed))
+        # A replicate costs one pass over the distinct scores: cap the total work near 2e8.
+        n_boot = int(min(cfg.n_boot, max(100, 2e8 // max(len(scores), 1))))
+        res.update(_verification_from_scores(scores, same, folds, balanced=True, n_boot=n_boot, seed=cfg.seed))
+        if n_boot < cfg.n_boot:
+            res["warnings"].append(f"bootstrap CI from {n_boot} replicates ({len(scores):.3g} pairs)")
         res["warnings"] = sorted(set(res["warnings"]) | set(_summarise(caught, res["n_impostor"])))
     else:
         res.update(n_genuine=st.n_genuine, n_impostor=st.n_impostor, warnings=_summarise(caught, st.n_impostor))

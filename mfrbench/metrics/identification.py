@@ -92,6 +92,7 @@ def identification_ranks(probe: ArrayLike, probe_ids: ArrayLike, gallery: ArrayL
     G = G[order]
     starts = np.r_[0, np.flatnonzero(np.diff(g_inv[order])) + 1]
     ranks = np.empty(len(P), np.int64)
+    block = max(1, min(block, (1 << 25) // max(len(G), 1)))  # at most 2^25 scores (128 MiB) per block
     for r0, r1, S in score_blocks(P, G, metric=metric, block=block):
         s = S.numpy()
         ident = np.maximum.reduceat(s, starts, axis=1) if len(starts) < s.shape[1] else s  # (rows, n_ids)
