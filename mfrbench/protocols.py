@@ -5,7 +5,8 @@ Each protocol is built from a dataset's real layout and a seed, and written to
 the protocol uses, with its identity, masked flag, mask type and *variant*: ``orig`` or
 ``masked`` = made by the protocol's generator), ``pairs.csv`` (explicit pair lists:
 ``a, b, is_same, fold, pair_type``), ``gallery.csv`` / ``probes.csv`` (identification),
-``protocol.json`` (name, seed, source root, counts, rules, all-pairs sets). ``<id>`` is a
+``allpairs.json`` (the image ids of each all-pairs set), ``protocol.json`` (name, seed, source
+root, counts, rules). ``<id>`` is a
 hash of those files, so a changed dataset or seed is a new protocol.
 
 ========== ===========================================================================================
@@ -27,7 +28,6 @@ hash of those files, so a changed dataset or seed is a new protocol.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -93,10 +93,8 @@ class Protocol:
         files = self._files()
         spec = {"name": self.name, "seed": self.seed, "generator": self.generator,
                 "generator_kwargs": self.generator_kwargs,
-                "allpairs": [{"name": a.name, "n_probe": len(a.probe), "n_gallery": len(a.gallery),
-                              "same_set": a.same_set,
-                              "probe": "all images with variant/is_masked as below" if a.name else ""}
-                             for a in self.allpairs]}
+                "allpairs": [{"name": a.name, "probe": a.probe.tolist(), "gallery": "probe" if a.same_set
+                              else a.gallery.tolist(), "same_set": a.same_set} for a in self.allpairs]}
         h = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode())
         for k in sorted(files):
             h.update(files[k])
@@ -106,10 +104,13 @@ class Protocol:
         for k, v in files.items():
             if not (out / k).is_file() or (out / k).read_bytes() != v:
                 atomic_write_bytes(out / k, v)
-        meta = {**spec, "id": self.id, "root": str(self.root), "notes": self.notes, **self.meta,
+        meta = {**{k: v for k, v in spec.items() if k != "allpairs"}, "id": self.id, "root": str(self.root),
+                "notes": self.notes, **self.meta,
                 "counts": self.counts(),
                 "allpairs_rule": {a.name: _allpairs_rule(a) for a in self.allpairs}}
         atomic_write_bytes(out / "protocol.json", json.dumps(meta, indent=2, default=str).encode())
+        if self.allpairs:  # image ids of each all-pairs set (probe x gallery, or every pair within probe)
+            atomic_write_bytes(out / "allpairs.json", json.dumps(spec["allpairs"]).encode())
         self.out_dir = out
         return out
 
