@@ -111,7 +111,17 @@ class TemplateLevel:
     rgba: np.ndarray        # (H, W, 4) uint8, straight (non-premultiplied) colour
     anchors: np.ndarray     # (6, 2) float32, a..f in this level's pixels
     pm: np.ndarray          # (H, W, 4) uint8, colour premultiplied by alpha: warps without fringes
-    shade: np.ndarray       # (H, W) uint8, luminance / its 90th percentile over the mask, x200
+    _shade: np.ndarray | None = None
+
+    @property
+    def shade(self) -> np.ndarray:
+        """(H, W) uint8: luminance / its 90th percentile over the mask, x200 (only styled masks need it)."""
+        if self._shade is None:
+            gray = self.rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            vis = self.rgba[::2, ::2, 3] > 127
+            ref = float(np.percentile(gray[::2, ::2][vis], 90)) if vis.any() else 255.0
+            self._shade = np.clip(gray / max(ref, 1.0) * 200.0 + 0.5, 0, 255).astype(np.uint8)
+        return self._shade
 
 
 @dataclass
@@ -122,7 +132,6 @@ class Template:
     rgba: np.ndarray                 # (H, W, 4) uint8
     anchors: np.ndarray              # (6, 2) float32, order a..f, template pixels
     _levels: dict | None = None
-    _pm: np.ndarray | None = None
 
     def level(self, k: int) -> TemplateLevel:
         """The template downscaled by ``2**k`` (premultiplied INTER_AREA: no aliasing, no dark
@@ -135,11 +144,10 @@ class Template:
             if k <= 0:
                 self._levels[k] = _make_level(self.rgba, self.anchors)
             else:
-                if self._pm is None:
-                    self._pm = _premultiply(self.rgba)
+                prev = self.level(k - 1).pm  # each level from the one above: geometric cost
                 h, w = self.rgba.shape[:2]
                 nw, nh = max(2, round(w / 2 ** k)), max(2, round(h / 2 ** k))
-                pm = cv2.resize(self._pm, (nw, nh), interpolation=cv2.INTER_AREA)
+                pm = cv2.resize(prev, (nw, nh), interpolation=cv2.INTER_AREA)
                 sx, sy = nw / w, nh / h
                 anc = ((self.anchors + 0.5) * np.array([sx, sy], np.float32) - 0.5).astype(np.float32)
                 self._levels[k] = _make_level(_unpremultiply(pm), anc, pm)
@@ -161,11 +169,7 @@ def _unpremultiply(pm: np.ndarray) -> np.ndarray:
 
 
 def _make_level(rgba: np.ndarray, anchors: np.ndarray, pm: np.ndarray | None = None) -> TemplateLevel:
-    gray = rgba[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    vis = rgba[..., 3] > 127
-    ref = float(np.percentile(gray[vis], 90)) if vis.any() else 255.0
-    shade = np.clip(gray / max(ref, 1.0) * 200.0 + 0.5, 0, 255).astype(np.uint8)
-    return TemplateLevel(rgba, anchors, _premultiply(rgba) if pm is None else pm, shade)
+    return TemplateLevel(rgba, anchors, _premultiply(rgba) if pm is None else pm)
 
 
 class TemplateKit:
