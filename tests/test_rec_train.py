@@ -182,3 +182,18 @@ def test_torchrun_two_cpu_processes_write_one_checkpoint(crops, tmp_path):
     assert len(pd.read_csv(out / "train_log.csv")) == 3                  # one row per step, not per rank
     a, b = load_backbone(single)[0].state_dict(), load_backbone(out)[0].state_dict()
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_real_celeba_aligned_manifest_trains_and_validates(celeba_root, models_root, tmp_path):
+    """The real pipeline: `align` on kit CelebA images -> manifest -> trainer -> held-out validation."""
+    from mfrbench.align import align_dataset
+    from mfrbench.datasets import create_dataset
+
+    meta = align_dataset(create_dataset("celeba", celeba_root), tmp_path / "aligned", limit=60, workers=1,
+                         progress=False)
+    assert meta["ok"] >= 50
+    s = train(_cfg(tmp_path / "aligned", tmp_path / "run", epochs=1, batch_size=16))
+    assert s["stopped"] == "finished" and s["train_images"] + s["val_images"] == meta["ok"]
+    assert 0.0 <= s["val_rank1"] <= 1.0 and s["val_chance"] == 0.5
