@@ -47,7 +47,6 @@ _COMMAND_MODULES = (
     "mfrbench.cli.data",
     "mfrbench.cli.doctor",
     "mfrbench.cli.quickstart",
-    "mfrbench.cli.recognize",
     "mfrbench.cli.generate",
     "mfrbench.cli.recognize",
     "mfrbench.cli.gan",
