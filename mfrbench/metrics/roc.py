@@ -460,11 +460,10 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
     smin, smax = math.inf, -math.inf
     kept: list[tuple[np.ndarray, np.ndarray]] = []
     for r0, r1, S, g_scores, valid in blocks("scores"):
-        if valid is None:
-            if S.numel():
-                smin, smax = min(smin, float(S.min())), max(smax, float(S.max()))
-        elif valid.any():
-            smin, smax = min(smin, float(S[valid].min())), max(smax, float(S[valid].max()))
+        vals = S if valid is None else S[valid]
+        if vals.numel():
+            lo_hi = torch.aminmax(vals)  # one pass for both
+            smin, smax = min(smin, float(lo_hi.min)), max(smax, float(lo_hi.max))
         if keep_scores or band_lo is not None:
             sel = (S >= band_lo) if band_lo is not None else torch.ones_like(S, dtype=torch.bool)
             if valid is not None:
