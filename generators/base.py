@@ -404,8 +404,10 @@ def generate_dataset(generator: "str | MaskGenerator", out_dir: "str | os.PathLi
     generator_kwargs = dict(generator_kwargs or {})
     probe = create_generator(generator, **generator_kwargs) if isinstance(generator, str) else generator
     gen_config = probe.config()
-    config = {"stage": "generate", "generator": gen_config, "seed": seed, "limit": limit, "dedupe": dedupe,
-              **asdict(cfg), **(config_extra or {})}
+    # The factory arguments (e.g. a GAN's checkpoint) are part of the config: resuming a run with
+    # another checkpoint into the same folder must be refused, not silently mixed.
+    config = {"stage": "generate", "generator": gen_config, "generator_kwargs": generator_kwargs, "seed": seed,
+              "limit": limit, "dedupe": dedupe, **asdict(cfg), **(config_extra or {})}
     extra_meta: dict = {"generator": gen_config.get("name", probe.name)}
     if manifest is not None:
         records, src_meta = _manifest_records(manifest, limit)
