@@ -218,9 +218,14 @@ def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits)
-    inter = (p * target).sum((1, 2, 3))
-    return (1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)).mean()
+    """Soft Dice over the images that have a mask (BCE alone teaches the empty ones: on an empty
+    target Dice is ~1 whatever the prediction, which only adds noise)."""
+    has = target.sum((1, 2, 3)) > 0
+    if not has.any():
+        return logits.sum() * 0.0
+    p, t = torch.sigmoid(logits[has]), target[has]
+    inter = (p * t).sum((1, 2, 3))
+    return (1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + t.sum((1, 2, 3)) + 1)).mean()
 
 
 def iou_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
