@@ -57,6 +57,7 @@ class MTFConfig:
     light_ref_s: float = 0.35        # skin S (0-1) at which the mask keeps its own saturation
     light_strength: float = 0.8      # 0 = no brightness matching, 1 = full ratio
     alpha_threshold: float = 0.5     # mask map = warped alpha >= this
+    min_visible: float = 0.2         # skip (mask_outside) when less of the mask than this is in the frame
     templates_dir: str | None = None  # default: <data root>/masktheface-templates
 
     def __post_init__(self) -> None:
@@ -184,6 +185,10 @@ class MTFGenerator(MaskGenerator):
         inside = alpha >= self.cfg.alpha_threshold
         if not inside.any():
             raise SkipImage("mask_outside", "the placed mask falls outside the image")
+        visible = self._visible_fraction(lvl, Hm, corners, w, h)
+        if visible < self.cfg.min_visible:  # a sliver at the frame edge is not a masked face
+            raise SkipImage("mask_outside", f"only {visible:.0%} of the placed mask is inside the image "
+                                            f"(wearing {style.wearing})")
         # Keep the anti-aliased edge only within RIM px of the map: faint sub-pixel fragments
         # (a strap thinner than a pixel) would be drawn but not be on the map.
         near = cv2.dilate(inside.astype(np.uint8), _RIM_KERNEL).astype(bool)
@@ -208,7 +213,7 @@ class MTFGenerator(MaskGenerator):
             "texture_weight": style.texture_weight, "wearing": style.wearing,
             "anchors": np.round(dst, 2).ravel().tolist(), "yaw_bin": yaw_bin(t_face),
             "yaw_deg": round(yaw_degrees(t_face), 1), "v_gain": round(gains[0], 3), "s_gain": round(gains[1], 3),
-            "mask_area": int(inside.sum()),
+            "mask_area": int(inside.sum()), "mask_visible": round(visible, 3),
             **{f"covers_{p}": bool(v) for p, v in covered.items()},
             "covered_parts": [p for p, v in covered.items() if v],
         }
@@ -250,6 +255,27 @@ class MTFGenerator(MaskGenerator):
         hsv[..., 1] *= g_s
         hsv[..., 2] = np.minimum(hsv[..., 2] * g_v, alpha)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), (g_v, g_s)
+
+    def _visible_fraction(self, lvl: TemplateLevel, Hm: np.ndarray, corners: np.ndarray, w: int, h: int) -> float:
+        """Share of the placed mask that lies inside the image (1.0 when nothing is cut off).
+
+        The whole mask is warped once more at about 64 px (alpha only, cheap) and its pixels
+        are counted inside and outside the image frame.
+        """
+        import cv2
+
+        (bx0, by0), (bx1, by1) = corners.min(0), corners.max(0)
+        if bx0 >= 0 and by0 >= 0 and bx1 <= w and by1 <= h:
+            return 1.0
+        s = 64.0 / max(bx1 - bx0, by1 - by0, 1.0)
+        S = np.array([[s, 0, -s * bx0], [0, s, -s * by0], [0, 0, 1]]) @ Hm
+        size = (int(np.ceil((bx1 - bx0) * s)) + 1, int(np.ceil((by1 - by0) * s)) + 1)
+        a = cv2.warpPerspective(np.ascontiguousarray(lvl.rgba[..., 3]), S, size, flags=cv2.INTER_LINEAR)
+        ys, xs = np.nonzero(a >= self.cfg.alpha_threshold * 255)
+        if len(xs) == 0:
+            return 0.0
+        X, Y = (xs + 0.5) / s + bx0, (ys + 0.5) / s + by0
+        return float(((X >= 0) & (X < w) & (Y >= 0) & (Y < h)).mean())
 
     def _covered_parts(self, lmk68: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> dict[str, bool]:
         """A part is covered when at least half its points fall on the mask (template alpha >= threshold).

@@ -101,6 +101,8 @@ def test_aligned_manifest_fast_path(synth, tmp_path):
     df = read_manifest(tmp_path / "m", status="ok")
     assert len(df) + meta["skipped"] == 12 and len(df) >= 9
     assert set(df.frame) == {"aligned"} and all(load_rgb(p).shape == (112, 112, 3) for p in df.abs_out_path)
+    assert (df.mask_visible >= 0.2).all()  # slivers at the crop edge are skipped, with the reason
+    assert all(r.startswith("mask_outside: only") for r in read_manifest(tmp_path / "m", status="skipped").reason)
     al = read_manifest(tmp_path / "al").set_index("key")
     for r in df.to_dict("records"):  # landmarks are the crop's, passed through
         np.testing.assert_allclose(r["lmk68"], al.loc[r["key"], "lmk68_crop"], atol=0.01)
