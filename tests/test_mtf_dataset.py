@@ -214,3 +214,31 @@ def test_cli_synthetic_with_grid(synth, tmp_path):
     grid = load_rgb(tmp_path / "o" / "grid.png")
     assert grid.shape[1] > 3 * 128
     assert save_sample_grid(tmp_path / "o", tmp_path / "g2.png", n=2) == tmp_path / "g2.png"
+
+
+def test_fast_decode_matches_decode_rgb():
+    """OpenCV's JPEG path gives PIL's pixels (EXIF rotation, CMYK, gray); truncated files still fail."""
+    import io
+
+    from mfrbench.errors import SkipImage
+    from mfrbench.generators.base import fast_decode
+    from mfrbench.imageio import decode_rgb
+
+    a = np.zeros((60, 100, 3), np.uint8)
+    a[:, :20] = 255
+    rotated = Image.fromarray(a)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    cases = []
+    for im, kw in ((rotated, {"exif": exif.tobytes()}), (Image.fromarray(a).convert("CMYK"), {}),
+                   (Image.fromarray(a).convert("L"), {})):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=95, **kw)
+        cases.append(buf.getvalue())
+    for data in cases:
+        ref = decode_rgb(data)[0]
+        got = fast_decode(data)
+        assert got.shape == ref.shape and np.abs(got.astype(int) - ref).max() <= 1
+    assert fast_decode(cases[0]).shape == (100, 60, 3)
+    with pytest.raises(SkipImage, match="corrupt"):
+        fast_decode(cases[0][: len(cases[0]) // 2])
