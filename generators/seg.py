@@ -438,9 +438,22 @@ def predict_folder(inputs: str | os.PathLike, out_dir: str | os.PathLike, fn: Ca
     return paths, rows
 
 
+def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0)) -> np.ndarray:
+    """``rgb`` with mask pixels tinted half-way to ``color`` (for preview grids)."""
+    out = rgb.astype(np.float32)
+    m = mask.astype(bool)
+    out[m] = 0.5 * out[m] + 0.5 * np.array(color, np.float32)
+    return out.round().astype(np.uint8)
+
+
 def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True, device: str | None = None,
-                   progress: bool = True) -> dict:
-    """``mfrbench segment``: one PNG per image (same stem, same size as the input, 1 = mask pixel)."""
+                   progress: bool = True, grid: int = 32) -> dict:
+    """``mfrbench segment``: one PNG per image (same stem, same size as the input, 1 = mask pixel).
+
+    Also writes ``OUT/grid.png``: the first ``grid`` images with their predicted mask tinted red.
+    The PNG maps go to ``OUT/<relative path>.png``; ``grid.png`` is not an input name unless an
+    input is called ``grid``.
+    """
     import cv2
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -453,6 +466,7 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
     _, rows = predict_folder(inputs, out, fn, align=align, size=112, progress=progress)
     out_dir = Path(out)
     n_ok = 0
+    previews = []
     for row in rows:
         if row["status"] != "ok":
             continue
@@ -467,8 +481,19 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
         dest = out_dir / Path(row["file"]).with_suffix(".png")
         _save_gray_png(dest, mask)
         n_ok += 1
+        if len(previews) < grid:
+            from mfrbench.imageio import load_rgb
+
+            previews.append(overlay(load_rgb(Path(inputs) / row["file"], min_side=1), mask))
     skipped = [r for r in rows if r["status"] != "ok"]
-    return {"images": len(rows), "written": n_ok, "aligned": sum(bool(r["aligned"]) for r in rows),
+    grid_path = None
+    if previews:
+        from mfrbench.imageio import save_image
+        from mfrbench.viz import image_grid
+
+        grid_path = out_dir / "grid.png"
+        save_image(grid_path, image_grid(previews, cols=8, size=112))
+    return {"images": len(rows), "written": n_ok, "grid": str(grid_path) if grid_path else None, "aligned": sum(bool(r["aligned"]) for r in rows),
             "skipped": [(r["file"], r["reason"]) for r in skipped], "out": str(out_dir)}
 
 

@@ -168,6 +168,8 @@ def segment_cmd(checkpoint, inputs, out, align, device) -> None:
 
     r = segment_folder(checkpoint, inputs, out, align=align, device=device)
     click.echo(f"{r['written']} of {r['images']} images segmented ({r['aligned']} with a detected face) -> {r['out']}")
+    if r["grid"]:
+        click.echo(f"preview (mask tinted red): {r['grid']}")
     for f, reason in r["skipped"]:
         click.echo(f"skipped {f}: {reason}")
 
