@@ -436,7 +436,16 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
             gs = slice(g_start[bi], g_start[bi + 1])
             gr, gc = torch.from_numpy(g_rows[gs] - r0), torch.from_numpy(g_cols[gs])
             valid = (torch.arange(r0, r1)[:, None] < torch.arange(len(B))[None, :]) if same else None
-            yield r0, r1, S, S[gr, gc], valid
+            full = (S.clone(), valid) if keep_scores else None
+            g_scores = S[gr, gc]  # advanced indexing: a copy
+            # Genuine (and, within one set, j <= i) entries leave the block: what stays is impostors.
+            # They become -inf, land in bin 0 and are subtracted from it.
+            S[gr, gc] = -math.inf
+            n_out = len(gr)
+            if valid is not None:
+                S.masked_fill_(~valid, -math.inf)
+                n_out += int(valid.numel() - valid.sum())
+            yield r0, S, g_scores, n_out, full
 
     def genuine_flags(r0, rows, cols):
         return ia[rows + r0] == ib[cols]
@@ -456,32 +465,37 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
             band_lo = float(np.quantile(imp_s, q))
 
     gen_hist = torch.zeros(n_bins, dtype=torch.int64)
-    all_hist = torch.zeros(n_bins, dtype=torch.int64)
-    smin, smax = math.inf, -math.inf
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    for r0, r1, S, g_scores, valid in blocks("scores"):
-        vals = S if valid is None else S[valid]
-        if vals.numel():
-            lo_hi = torch.aminmax(vals)  # one pass for both
-            smin, smax = min(smin, float(lo_hi.min)), max(smax, float(lo_hi.max))
-        if keep_scores or band_lo is not None:
-            sel = (S >= band_lo) if band_lo is not None else torch.ones_like(S, dtype=torch.bool)
-            if valid is not None:
-                sel &= valid
+    imp_hist = torch.zeros(n_bins, dtype=torch.int64)
+    kept_imp: list[np.ndarray] = []
+    kept_gen: list[np.ndarray] = []
+    all_s: list[np.ndarray] = []
+    all_g: list[np.ndarray] = []
+    for r0, S, g_scores, n_out, full in blocks("scores"):
+        if full is not None:  # keep_scores: every pair in row-major order, with its label
+            S0, valid = full
+            sel = valid if valid is not None else torch.ones_like(S0, dtype=torch.bool)
             nz = torch.nonzero(sel).numpy()
-            kept.append((S[sel].numpy().astype(np.float64), genuine_flags(r0, nz[:, 0], nz[:, 1])))
-        gen_hist += torch.bincount(to_bins(g_scores.clone()), minlength=n_bins)
-        idx = to_bins(S)  # in place on S: the block is not needed any more
-        all_hist += torch.bincount(idx[valid] if valid is not None else idx.view(-1), minlength=n_bins)
+            all_s.append(S0[sel].numpy().astype(np.float64))
+            all_g.append(genuine_flags(r0, nz[:, 0], nz[:, 1]))
+        if band_lo is not None:
+            kept_imp.append(S[S >= band_lo].numpy())
+            kept_gen.append(g_scores[g_scores >= band_lo].numpy())
+        gen_hist += torch.bincount(to_bins(g_scores), minlength=n_bins)
+        h = torch.bincount(to_bins(S).view(-1), minlength=n_bins)  # in place on S: the block is done
+        h[0] -= n_out
+        imp_hist += h
     gen_np = gen_hist.numpy()
-    imp_np = (all_hist - gen_hist).numpy()
+    imp_np = imp_hist.numpy()
+    nonempty = np.flatnonzero(gen_np + imp_np)
+    smin, smax = (float(edges[nonempty[0]]), float(edges[nonempty[-1] + 1])) if len(nonempty) else (math.nan,) * 2
     out = StreamedROC(edges, gen_np, imp_np, score_min=smin, score_max=smax,
                       info={"metric": metric, "n_bins": n_bins, "lo": lo, "hi": hi, "exact": False, "passes": 1,
                             "band_lo": band_lo})
-    kv = np.concatenate([k[0] for k in kept]) if kept else np.zeros(0)
-    kg = np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, bool)
     if keep_scores:
+        kv = np.concatenate(all_s) if all_s else np.zeros(0)
+        kg = np.concatenate(all_g) if all_g else np.zeros(0, bool)
         out.info["scores"], out.info["is_genuine"] = kv, kg
+        kept_imp, kept_gen = [kv[~kg].astype(np.float32)], [kv[kg].astype(np.float32)]
     n_gen, n_imp = out.n_genuine, out.n_impostor
     if n_gen == 0 or n_imp == 0:
         warnings.warn("TAR@FAR is undefined without both genuine and impostor pairs; returning NaN",
@@ -499,29 +513,28 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
         out.points = OperatingPoints(fars, gen_above / n_gen, edges[target_bins + 1], imp_above / n_imp, imp_above,
                                      n_gen, n_imp)
         return out
-    covered = keep_scores or (band_lo is not None and edges[target_bins.min()] > band_lo)
+    # The bin below the lowest target bin must be inside the band too (float32 binning margin).
+    covered = keep_scores or (band_lo is not None and edges[max(target_bins.min() - 1, 0)] > band_lo)
     if covered:
-        kb = to_bins(torch.from_numpy(kv.astype(np.float32))).numpy() if len(kv) else np.zeros(0, np.int32)
+        vi = np.concatenate(kept_imp) if kept_imp else np.zeros(0, np.float32)
+        vg = np.concatenate(kept_gen) if kept_gen else np.zeros(0, np.float32)
     else:
         # The band missed a target bin (unrepresentative sample): recompute and keep those bins.
         out.info["passes"] = 2
         wanted = torch.from_numpy(np.unique(target_bins).astype(np.int32))
-        vals, gens, bins = [], [], []
-        for r0, r1, S, _g, valid in blocks("scores (pass 2)"):
-            idx = to_bins(S.clone())
-            sel = torch.isin(idx, wanted)
-            if valid is not None:
-                sel &= valid
-            nz = torch.nonzero(sel).numpy()
-            vals.append(S[sel].numpy().astype(np.float64))
-            gens.append(genuine_flags(r0, nz[:, 0], nz[:, 1]))
-            bins.append(idx[sel].numpy())
-        kv, kg, kb = np.concatenate(vals), np.concatenate(gens), np.concatenate(bins)
+        pi, pg = [], []
+        for _r0, S, g_scores, _n, _f in blocks("scores (pass 2)"):
+            sel = torch.isin(to_bins(S.clone()), wanted) & (S > -math.inf)
+            pi.append(S[sel].numpy())
+            pg.append(g_scores[torch.isin(to_bins(g_scores.clone()), wanted)].numpy())
+        vi, vg = np.concatenate(pi), np.concatenate(pg)
+    del kept_imp, kept_gen
+    bi_ = to_bins(torch.from_numpy(np.ascontiguousarray(vi, np.float32))).numpy()
+    bg_ = to_bins(torch.from_numpy(np.ascontiguousarray(vg, np.float32))).numpy()
     tar, thr, far_ach, acc = (np.empty(len(fars)) for _ in range(4))
     for i, (b, kk) in enumerate(zip(target_bins, k)):
-        in_bin = kb == b
-        imp_vals = np.sort(kv[in_bin & ~kg])[::-1]
-        gen_vals = kv[in_bin & kg]
+        imp_vals = np.sort(vi[bi_ == b].astype(np.float64))[::-1]
+        gen_vals = vg[bg_ == b].astype(np.float64)
         if len(imp_vals) != imp_np[b] or len(gen_vals) != gen_np[b]:
             raise RuntimeError(f"exact pass found {len(imp_vals)}/{len(gen_vals)} scores in bin {b}, the histogram "
                                f"counted {imp_np[b]}/{gen_np[b]}: scores are not reproducible between passes")
