@@ -51,17 +51,20 @@ def _stand_in_aux():
     try:
         from mfrbench.generators.parts import _det_build
 
+        from mfrbench.generators.seg import PARTS
+
         det = _det_build(AuxConfig(module="det"))
-        arch = "real Seg U-Net and Det CNN (default widths, random weights)"
+        parts = list(PARTS)
+        arch = "real Seg U-Net and Det PartsNet (default widths, random weights)"
     except ImportError:
         det = _Det()
+        parts = _Det.parts
         arch = "real Seg U-Net; Det: small conv stand-in (parts.py absent)"
     det.size = AuxConfig().size
 
     def from_run(kind, run, device):
         net = seg if kind == "Seg" else det
-        return M.FrozenAux(kind, net.to(device), size=getattr(net, "size", None),
-                           parts=getattr(net, "parts", ["eyes", "nose", "mouth", "chin"]), run=run)
+        return M.FrozenAux(kind, net.to(device), size=getattr(net, "size", None), parts=parts, run=run)
 
     M.FrozenAux.from_run = staticmethod(from_run)
     return arch
