@@ -288,8 +288,11 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     from mfrbench.protocols import build_protocol, prepare_images
     from mfrbench.results import append_row, new_eval_id, now_iso
 
+    from mfrbench.results import store_paths
+
     t0 = time.time()
-    results_dir = Path(results_dir)
+    store = results_dir
+    results_dir = store_paths(store)[0]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     model = model if model is not None else load_model(model_spec)
     metric = getattr(model, "metric", "cosine")
@@ -398,7 +401,7 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     row["seconds"] = round(time.time() - t0, 2)
     for b in breakdown:
         b["benchmark"] = cfg.benchmark
-    append_row(results_dir, row, breakdown)
+    append_row(store, row, breakdown)
     row["breakdown"] = breakdown
     return row
 

@@ -241,8 +241,10 @@ def write_reports(results_dir: str | os.PathLike = "results", out_dir: str | os.
     """Write ``table2``/``table3`` as CSV, Markdown and LaTeX; return paths and missing cells."""
     from mfrbench.imageio import atomic_write_bytes
 
+    from mfrbench.results import store_paths
+
     res = read_results(results_dir)
-    out = Path(out_dir) if out_dir else Path(results_dir)
+    out = Path(out_dir) if out_dir else store_paths(results_dir)[0]
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"rows": len(res), "files": [], "missing": {}}
     for name, (df, missing), title in [

@@ -47,6 +47,18 @@ BREAKDOWN_COLUMNS = ["eval_id", "benchmark", "subset", "n_genuine", "n_impostor"
                      "tar_far_1e-4", "tar_far_1e-3", "tar_far_1e-2", "auc", "n_probes", "rank1", "rank5"]
 
 
+def store_paths(results: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(folder, evals CSV, breakdown CSV) of a store given as a folder or as a ``.csv`` file.
+
+    A folder holds ``evals.csv`` and ``breakdown.csv``; a file ``X.csv`` is the evals table
+    itself, with ``X-breakdown.csv`` (and the plots and protocols) next to it.
+    """
+    p = Path(results)
+    if p.suffix.lower() == ".csv":
+        return p.parent, p, p.with_name(f"{p.stem}-breakdown.csv")
+    return p, p / EVALS, p / BREAKDOWN
+
+
 def new_eval_id() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -94,17 +106,16 @@ def _append(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 def append_row(results_dir: str | os.PathLike, row: dict, breakdown: list[dict] | None = None) -> Path:
     """Append one row (and its breakdown rows) to the store; return the ``evals.csv`` path."""
-    d = Path(results_dir)
-    path = d / EVALS
+    _, path, bd = store_paths(results_dir)
     _append(path, COLUMNS, [row])
     if breakdown:
-        _append(d / BREAKDOWN, BREAKDOWN_COLUMNS, [{"eval_id": row["eval_id"], **b} for b in breakdown])
+        _append(bd, BREAKDOWN_COLUMNS, [{"eval_id": row["eval_id"], **b} for b in breakdown])
     return path
 
 
 def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> pd.DataFrame:
     """All rows of ``evals.csv`` (empty frame with :data:`COLUMNS` when there is none)."""
-    path = Path(results_dir) / EVALS
+    path = store_paths(results_dir)[1]
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
     text = ("eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "train_data", "generator",
@@ -120,7 +131,7 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
 
 
 def read_breakdown(results_dir: str | os.PathLike) -> pd.DataFrame:
-    path = Path(results_dir) / BREAKDOWN
+    path = store_paths(results_dir)[2]
     if not path.is_file():
         return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
     return pd.read_csv(path, keep_default_na=False, na_values=[""])

@@ -99,3 +99,15 @@ def test_report_cli_writes_all_formats(tmp_path):
     out = write_reports(tmp_path, tmp_path / "t2")
     assert "paper" not in (tmp_path / "t2" / "table2.md").read_text()
     assert len(out["missing"]["table3"]) == 9  # the MFGAN ArcFace eval row fills one cell
+
+
+def test_store_as_a_csv_file(tmp_path):
+    from mfrbench.results import read_breakdown, store_paths
+
+    f = tmp_path / "mine.csv"
+    assert store_paths(f) == (tmp_path, f, tmp_path / "mine-breakdown.csv")
+    append_row(f, _row("a", "mtf", "arcface", 0.7, 0.5, 0.5), [{"subset": "pair:x", "n_genuine": 3}])
+    assert read_results(f).eval_id.tolist() == ["a"] and read_breakdown(f).subset.tolist() == ["pair:x"]
+    r = CliRunner().invoke(cli, ["report", "--results", str(f)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "table2.csv").is_file()

@@ -31,8 +31,9 @@ def _fmt(v, pct: bool = True) -> str:
 @click.option("--benchmark", required=True, metavar="NAME", help="lfw, lfw-masked, rmfrd, mfr2 or folder.")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Dataset folder (default: <data root>/<dataset>).")
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("results"), show_default=True, help="Results store folder.")
+@click.option("--results", "--out", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Results store: a folder (evals.csv inside) or a .csv file (breakdown, "
+                                      "plots and protocols next to it).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Cache for aligned/masked crops and embeddings (default: $MFRBENCH_CACHE or ~/.cache/mfrbench).")
 @click.option("--flip/--no-flip", default=True, show_default=True,
@@ -74,15 +75,17 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
                f"TAR@FAR=1e-3 {_fmt(row.get('tar_far_1e-3'))} [{_fmt(row.get('tar_far_1e-3_lo'))}, "
                f"{_fmt(row.get('tar_far_1e-3_hi'))}] | Rank-1 {_fmt(row.get('rank1'))} | Rank-5 {_fmt(row.get('rank5'))}"
                f" | coverage {_fmt(row.get('coverage'))} % | {row['seconds']:.0f} s")
-    click.echo(f"row {row['eval_id']} -> {Path(results_dir) / 'evals.csv'}; plots: {row['roc_png'] or '-'} "
+    from mfrbench.results import store_paths
+
+    click.echo(f"row {row['eval_id']} -> {store_paths(results_dir)[1]}; plots: {row['roc_png'] or '-'} "
                f"{row['cmc_png'] or ''}")
     if row.get("notes"):
         click.echo(f"notes: {row['notes']}")
 
 
 @cli.command("report")
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Results store folder (evals.csv).")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Results store: a folder (evals.csv) or an evals .csv file.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the tables (default: the results folder).")
 @click.option("--benchmark", default="rmfrd", show_default=True, help="Benchmark the tables report.")
@@ -117,8 +120,8 @@ def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
               help="Real masked faces for FID/KID: a folder of images or an aligned manifest.")
 @click.option("--model", "model_name", default=None, metavar="NAME|RUN|ONNX",
               help="Embedder for the identity cosine (dlib, a train-fr run dir or an .onnx file).")
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Results store folder.")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
+              show_default=True, help="Results store: a folder or an evals .csv file.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N generated images.")
 @click.option("--real-limit", type=click.IntRange(min=2), default=None, help="Use only the first N real images.")
 @seed_opt
@@ -141,5 +144,7 @@ def quality_cmd(generated, real, model_name, results_dir, limit, real_limit, see
     click.echo(f"{row['generator']} | SSIM {_fmt(row.get('ssim'), False)} | PSNR {_fmt(row.get('psnr'), False)} dB | "
                f"FID {_fmt(row.get('fid'), False)} | KID {_fmt(row.get('kid'), False)} | identity cos "
                f"{_fmt(row.get('identity_cos'), False)} | N={row['n_images']}")
-    click.echo(f"row {row['eval_id']} -> {Path(results_dir) / 'evals.csv'}")
+    from mfrbench.results import store_paths
+
+    click.echo(f"row {row['eval_id']} -> {store_paths(results_dir)[1]}")
     click.echo(f"notes: {row['notes']}")
