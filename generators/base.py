@@ -343,29 +343,48 @@ class GenerateWorker:
 
 
 def _manifest_records(manifest: "str | os.PathLike", limit: int | None):
-    """Ok rows of an aligned manifest as records whose landmarks are in the crop frame."""
+    """Stream the ok rows of an aligned manifest as records (landmarks in the crop frame).
+
+    Returns ``(records iterator, number of ok rows, manifest metadata)``. The CSV is read in
+    chunks and only the needed columns are decoded, so a 200k-row manifest neither fills
+    memory with landmark lists nor spends minutes decoding JSON columns it does not use.
+    """
+    import json
+
+    import pandas as pd
+
     from mfrbench.datasets import FaceRecord
     from mfrbench.errors import MfrbenchError
-    from mfrbench.manifest import read_manifest, read_manifest_meta
+    from mfrbench.manifest import read_manifest_meta, resolve_manifest_path
 
     meta = read_manifest_meta(manifest)
     if meta.get("kind") != "aligned":
         raise MfrbenchError(f"{manifest} is a {meta.get('kind')!r} manifest; --manifest takes the output "
                             "folder of `mfrbench align`")
-    df = read_manifest(manifest, status="ok")
-    if limit is not None:
-        df = df.head(limit)
-    cols = set(df.columns)
+    csv = resolve_manifest_path(manifest)
+    header = pd.read_csv(csv, nrows=0).columns
+    want = [c for c in ("key", "identity", "is_masked", "source", "out_path", "status", "lmk5_crop", "lmk68_crop")
+            if c in header]
+    n_ok = int((pd.read_csv(csv, usecols=["status"], keep_default_na=False)["status"] == "ok").sum())
+    total = n_ok if limit is None else min(n_ok, limit)
 
-    def tup(v):
-        return tuple(float(x) for x in v) if isinstance(v, list) and v else None
+    def tup(v: str):
+        return tuple(float(x) for x in json.loads(v)) if isinstance(v, str) and v else None
 
-    recs = [FaceRecord(path=r["abs_out_path"], identity=r["identity"] or None, is_masked=bool(r["is_masked"]),
-                       source=r["source"], key=r["key"],
-                       lmk5=tup(r["lmk5_crop"]) if "lmk5_crop" in cols else None,
-                       lmk68=tup(r["lmk68_crop"]) if "lmk68_crop" in cols else None)
-            for r in df.to_dict("records")]
-    return recs, meta
+    def gen():
+        n = 0
+        for chunk in pd.read_csv(csv, usecols=want, chunksize=4096, keep_default_na=False,
+                                 dtype={"key": str, "identity": str, "out_path": str}):
+            for r in chunk[chunk["status"] == "ok"].to_dict("records"):
+                if n == total:
+                    return
+                n += 1
+                yield FaceRecord(path=str(csv.parent / r["out_path"]), identity=r.get("identity") or None,
+                                 is_masked=str(r.get("is_masked", "")).lower() == "true",
+                                 source=r.get("source", ""), key=r["key"], lmk5=tup(r.get("lmk5_crop")),
+                                 lmk68=tup(r.get("lmk68_crop")))
+
+    return gen(), total, meta
 
 
 def generate_dataset(generator: "str | MaskGenerator", out_dir: "str | os.PathLike", *, dataset=None,
@@ -418,11 +437,10 @@ def generate_dataset(generator: "str | MaskGenerator", out_dir: "str | os.PathLi
               "limit": limit, "dedupe": dedupe, **asdict(cfg), **(config_extra or {})}
     extra_meta: dict = {"generator": gen_config.get("name", probe.name)}
     if manifest is not None:
-        records, src_meta = _manifest_records(manifest, limit)
+        it, total, src_meta = _manifest_records(manifest, limit)
         config.update(input="aligned_manifest", manifest=str(Path(manifest).resolve()))
         extra_meta.update(input="aligned_manifest", dataset=(src_meta.get("config") or {}).get("dataset", ""),
                           aligned_skipped=src_meta.get("skipped"))
-        total, it = len(records), iter(records)
         name = extra_meta["dataset"] or "aligned"
     elif dataset is not None:
         config.update(input="photos", dataset=dataset.name, root=str(dataset.root))
