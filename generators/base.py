@@ -196,10 +196,12 @@ class GenerateWorker:
         from mfrbench.faces import DETECTORS
 
         if self._det is None:
-            mk = lambda side, pad: DETECTORS.create(self.cfg.detector, score_threshold=self.cfg.score_threshold,  # noqa: E731
-                                                    max_side=side, pad_retry=pad)
-            fast = mk(self.cfg.det_max_side, False) if self.cfg.det_max_side < self.cfg.det_retry_side else None
-            self._det = (fast, mk(self.cfg.det_retry_side, True))
+            def make(side: int, pad: bool):
+                return DETECTORS.create(self.cfg.detector, score_threshold=self.cfg.score_threshold,
+                                        max_side=side, pad_retry=pad)
+
+            fast = make(self.cfg.det_max_side, False) if self.cfg.det_max_side < self.cfg.det_retry_side else None
+            self._det = (fast, make(self.cfg.det_retry_side, True))
         fast, full = self._det
         faces = fast.detect(rgb) if fast is not None else []
         if not faces:
