@@ -37,8 +37,14 @@ def _rows(out: Path) -> list[dict]:
     return df.sort_values("key").to_dict("records")
 
 
-def test_synthetic_faces_without_kit(synth, tmp_path):
+def test_synthetic_faces_without_kit(synth, tmp_path, monkeypatch):
     """Synthetic faces + the drawn 'plain' mask need no data kit; rows carry the part labels."""
+    import mfrbench.paths
+    from mfrbench.generators.mask_templates import load_kit
+
+    monkeypatch.setattr(mfrbench.paths, "data_root", lambda *a, **k: None)  # no kit, no models
+    monkeypatch.setattr(mfrbench.paths, "models_dir", lambda: None)
+    load_kit.cache_clear()
     meta = generate_dataset("mtf", tmp_path / "o", dataset=synth, seed=1, generator_kwargs=PLAIN, progress=False,
                             cfg=GenerateConfig(ext=".png"))
     assert (meta["inputs"], meta["ok"], meta["synthetic"], meta["kind"]) == (12, 12, True, "masked")
