@@ -3,7 +3,8 @@
 Each (method, stage, size, batch) cell runs in its own subprocess, so ``ru_maxrss`` is that cell's
 peak resident memory (the process peak, including the Python/torch baseline, which is printed
 as the ``idle`` row). Step time is the median of ``--steps`` timed steps after ``--warmup``
-untimed ones. MFGAN's Det and Seg are the real ``Det``/``Seg`` architectures of
+untimed ones, as wall time and as process CPU time (``time.process_time``, all threads): on a
+busy shared machine the CPU-time ratio is the one to trust. MFGAN's Det and Seg are the real ``Det``/``Seg`` architectures of
 ``generators/parts.py`` / ``generators/seg.py`` with their default widths and random weights
 (timing does not depend on the weights); stage ``k`` is timed by starting the model at the first
 step of that stage. Widths are the ``cpu`` profile's (ngf = ndf = 32, 6 blocks) for both methods.
@@ -101,21 +102,22 @@ def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int
         gan.prepare(faces, masks, __import__("pathlib").Path("/tmp/bench_mfgan_unused"))
         gan._prep.pop("run_dir")              # no stage-end read-outs inside the timing loop
         gan.step = (stage - 1) * (total + 1)
-    times = []
+    times, cpu = [], []
     for i in range(total):
         b, rng = gan_core.step_batch(faces, masks, gan.step, tc, gan.device)
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         gan.train_step(b, rng)
         if device == "cuda":
             torch.cuda.synchronize()
         gan.step += 1
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
-    return {"step_s": statistics.median(times), "peak_rss_mb": peak, "gpu_peak_mb": gpu, "aux": arch}
+    return {"step_s": statistics.median(times), "cpu_s": statistics.median(cpu), "peak_rss_mb": peak, "gpu_peak_mb": gpu, "aux": arch}
 
 
 def generation(n: int, batch: int, device: str) -> float:
@@ -147,9 +149,9 @@ def generation(n: int, batch: int, device: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _child(args: list[str]) -> dict:
+def _child(args: list[str], threads: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+                         env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -162,9 +164,14 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads per cell (1: CPU time is not inflated by spinning threads on a busy machine)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         kind, *rest = json.loads(a.child)
         if kind == "idle":
             import torch  # noqa: F401
@@ -180,25 +187,26 @@ def main() -> None:
     sizes = [int(s) for s in (a.sizes or ("64" if a.quick else "64,128")).split(",")]
     batches = [int(b) for b in a.batches.split(",")]
     steps, warmup = (a.steps or (2 if a.quick else 5)), 1
-    print(f"# bench_mfgan  loadavg={os.getloadavg()}  torch={torch.__version__}  threads={torch.get_num_threads()}  "
+    print(f"# bench_mfgan  loadavg={os.getloadavg()}  torch={torch.__version__}  threads/cell={a.threads}  "
           f"device={a.device}  steps={steps} (median) warmup={warmup}")
-    print(f"# idle process peak RSS: {_child(['idle'])['peak_rss_mb']:.0f} MB")
-    print("| size | batch | cyclegan s/step | stage | mfgan s/step | ratio | cyclegan peak MB | mfgan peak MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"# idle process peak RSS: {_child(['idle'], a.threads)['peak_rss_mb']:.0f} MB")
+    print("| size | batch | cyclegan s/step (cpu s) | stage | mfgan s/step (cpu s) | ratio wall | ratio cpu | "
+          "cyclegan peak MB | mfgan peak MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     aux = ""
     for size in sizes:
         for b in batches:
-            base = _child(["cell", "cyclegan", 0, size, b, steps, warmup, a.device])
+            base = _child(["cell", "cyclegan", 0, size, b, steps, warmup, a.device], a.threads)
             for stage in (1, 2, 3):
-                r = _child(["cell", "mfgan", stage, size, b, steps, warmup, a.device])
+                r = _child(["cell", "mfgan", stage, size, b, steps, warmup, a.device], a.threads)
                 aux = r["aux"]
-                print(f"| {size} | {b} | {base['step_s']:.3f} | {stage} | {r['step_s']:.3f} | "
-                      f"{r['step_s'] / base['step_s']:.2f} | {base['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} |",
-                      flush=True)
+                print(f"| {size} | {b} | {base['step_s']:.3f} ({base['cpu_s']:.3f}) | {stage} | {r['step_s']:.3f} "
+                      f"({r['cpu_s']:.3f}) | {r['step_s'] / base['step_s']:.2f} | {r['cpu_s'] / base['cpu_s']:.2f} | "
+                      f"{base['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
     print(f"# MFGAN Det/Seg: {aux}")
     n = 32 if a.quick else 128
-    one = _child(["gen", n // 4, 1, a.device])["ips"]
-    batched = _child(["gen", n, 32, a.device])["ips"]
+    one = _child(["gen", n // 4, 1, a.device], a.threads)["ips"]
+    batched = _child(["gen", n, 32, a.device], a.threads)["ips"]
     print("\n| generation (112 px, reference-guided, G_M at 64 px + Seg) | images/s |\n|---|---:|")
     print(f"| one image per call | {one:.1f} |\n| batch 32 | {batched:.1f} |\n| speed-up | {batched / one:.2f}x |")
 
