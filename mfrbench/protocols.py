@@ -193,8 +193,13 @@ def lfw(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pair
 
 @PROTOCOLS.register
 def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pairs.txt",
-               allow_missing: bool = False, generator: str = "mtf", mask_type: str = "random") -> Protocol:
-    """LFW View 2 pairs with one side masked, plus masked-probe identification."""
+               allow_missing: bool = False, generator: str = "mtf", mask_type: str = "random",
+               generator_kwargs: dict | None = None) -> Protocol:
+    """LFW View 2 pairs with one side masked, plus masked-probe identification.
+
+    ``generator`` / ``generator_kwargs`` choose the masking generator (a registered name and its
+    options, e.g. ``mfgan`` with ``checkpoint=RUN``); the default is ``mtf`` with ``mask_type``.
+    """
     base = lfw(root, seed, pairs, allow_missing)
     ds = create_dataset("lfw", base.root)
     rng = np.random.default_rng(seed)
@@ -223,7 +228,7 @@ def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str 
         g = ids[int(rng.integers(len(ids)))]
         gallery.append(g)
         probes += [i + n for i in ids if i != g]
-    gen_kw = {"mask_type": mask_type} if generator == "mtf" else {}
+    gen_kw = dict(generator_kwargs) if generator_kwargs else ({"mask_type": mask_type} if generator == "mtf" else {})
     return Protocol("lfw-masked", base.root, seed, images, pairs_df, gallery=np.array(gallery, np.int64),
                     probes=np.array(probes, np.int64), generator=generator, generator_kwargs=gen_kw,
                     notes=base.notes + [f"masked side of each pair and probes masked by {generator} {gen_kw} seed {seed}"],

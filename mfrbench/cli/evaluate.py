@@ -43,12 +43,16 @@ def _fmt(v, pct: bool = True) -> str:
 @click.option("--fallback", type=click.Choice(["center", "drop"]), default="center", show_default=True,
               help="When no face is detected: centre crop, or drop the image (coverage is reported).")
 @click.option("--allow-missing", is_flag=True, help="Drop pairs naming missing images instead of failing.")
+@click.option("--generator", default=None, metavar="NAME",
+              help="lfw-masked: the generator that masks one side (default mtf, random mask type).")
+@click.option("--generator-arg", "generator_args", multiple=True, metavar="KEY=VALUE",
+              help="lfw-masked: a generator option, e.g. mask_type=surgical or checkpoint=RUN (repeatable).")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=10), default=1000, show_default=True,
               help="Bootstrap replicates for the confidence intervals.")
 @seed_opt
 @workers_opt
 def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache_dir, flip, gallery_rule, fallback,
-             allow_missing, n_boot, seed, workers) -> None:
+             allow_missing, generator, generator_args, n_boot, seed, workers) -> None:
     """Evaluate a recognizer on a benchmark; append one row to the results store.
 
     Writes a row to RESULTS/evals.csv (never overwritten), breakdown rows to
@@ -60,6 +64,7 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
       mfrbench eval --run runs/arcface-mfgan --benchmark rmfrd
       mfrbench eval --onnx model.onnx --benchmark lfw-masked --root ../shared/data/lfw
       mfrbench eval --model dlib --benchmark lfw --no-flip
+      mfrbench eval --model dlib --benchmark lfw-masked --generator-arg mask_type=N95
       mfrbench eval --model dlib --benchmark folder --root my-set    # my-set/{masked,unmasked}/<id>/
     """
     from mfrbench.errors import MfrbenchError
@@ -68,8 +73,19 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
     given = [x for x in (run_dir, onnx_file, model_name) if x is not None]
     if len(given) != 1:
         raise MfrbenchError("give exactly one of --run RUN_DIR, --onnx FILE or --model NAME")
+    proto_kw: dict = {}
+    if generator or generator_args:
+        if benchmark != "lfw-masked":
+            raise MfrbenchError("--generator/--generator-arg apply to --benchmark lfw-masked only")
+        kv = {}
+        for a in generator_args:
+            if "=" not in a:
+                raise MfrbenchError(f"Expected --generator-arg KEY=VALUE, but got {a!r}")
+            k, v = a.split("=", 1)
+            kv[k.strip()] = v.strip()
+        proto_kw = {"generator": generator or "mtf", "generator_kwargs": kv or None}
     cfg = EvalConfig(benchmark=benchmark, root=root, seed=seed, flip=flip, gallery_rule=gallery_rule,
-                     n_boot=n_boot, fallback=fallback, allow_missing=allow_missing)
+                     n_boot=n_boot, fallback=fallback, allow_missing=allow_missing, protocol_kwargs=proto_kw)
     row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers)
     click.echo(f"{benchmark} | {row.get('model')} | acc {_fmt(row.get('acc'))} ± {_fmt(row.get('acc_std'))} | "
                f"TAR@FAR=1e-3 {_fmt(row.get('tar_far_1e-3'))} [{_fmt(row.get('tar_far_1e-3_lo'))}, "
