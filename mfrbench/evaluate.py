@@ -301,7 +301,14 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
                            **cfg.protocol_kwargs)
     proto.write(results_dir / "protocols")
     images = prepare_images(proto, cache_dir, workers=workers, progress=progress, fallback=cfg.fallback)
-    ok = (images.crop_path != "").to_numpy()
+    ok = (images.crop_path != "").to_numpy().copy()
+    used = np.zeros(len(images), bool)  # embed only the images some pair or split refers to
+    if proto.pairs is not None:
+        used[proto.pairs.a.to_numpy()] = used[proto.pairs.b.to_numpy()] = True
+    for ids in [proto.gallery, proto.probes] + [x for ap in proto.allpairs for x in (ap.probe, ap.gallery)]:
+        if ids is not None:
+            used[np.asarray(ids, np.int64)] = True
+    ok &= used
     if not ok.any():
         raise MfrbenchError(f"no usable image in benchmark {cfg.benchmark!r} (see {cache_dir})")
     work = cache_dir / f"{proto.name}-{proto.id}"
@@ -318,6 +325,7 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     td = info.get("train_data", "")
     row["train_data"] = td if isinstance(td, str) else ";".join(map(str, td))
     orig = images.variant == "orig"
+    orig = orig.to_numpy() & used
     row["detect_rate"] = float((images.how[orig] == "detected").mean()) if orig.any() else float("nan")
     notes = list(proto.notes)
     n_orig, n_det = int(orig.sum()), int((images.how[orig] == "detected").sum())
