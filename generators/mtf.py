@@ -27,7 +27,7 @@ reason instead of silently disappearing. Templates are decoded once per process.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,10 @@ from mfrbench.generators.mask_templates import (
 
 TYPE_CHOICES = MASK_TYPES + ("random", "mix")
 RIM = 2  # px: drawn pixels off the mask map lie at most this far from it
+#: Parts an incorrect fit must leave visible, and how the mask is lowered until it does.
+_EXPOSED = {"nose-out": ("nose",), "mouth-nose-out": ("nose", "mouth"), "chin": ("nose", "mouth")}
+_LOWER_STEP = 0.03   # face units (bridge-chin distance) per step
+_MAX_LOWERINGS = 8
 _RIM_KERNEL = np.ones((2 * RIM + 1, 2 * RIM + 1), np.uint8)
 WEARING_CHOICES = tuple(WEARING_MODES) + ("random",)
 
@@ -153,20 +157,17 @@ class MTFGenerator(MaskGenerator):
         except ValueError as err:
             raise SkipImage("bad_landmarks", str(err)) from err
         style = self.draw_style(rng)
-        dst = six_anchors(frame, WEARING_MODES[style.wearing])
         t_face = face_yaw_t(frame)
         side = yaw_bin(t_face)  # the template view matches the recorded yaw bin
         tpl = self._template(style.mask_type, side)
-
-        # Template level: the smallest 2x-downscale still >= the drawn size, so the warp never
-        # shrinks by more than 2x (no aliasing) and styling works on few pixels.
-        dst_w = float(np.linalg.norm(dst[2] - dst[0]) + 1e-6)
-        src_w = float(np.linalg.norm(tpl.anchors[2] - tpl.anchors[0]) + 1e-6)
-        k = max(0, int(math.floor(math.log2(max(src_w / dst_w, 1.0)))))
-        lvl = tpl.level(k)
-        Hm = homography_lsq(lvl.anchors, dst)
-        if Hm is None:
-            raise SkipImage("bad_landmarks", "no homography from the template anchors to this face")
+        mode = WEARING_MODES[style.wearing]
+        # An incorrect fit must leave its parts visible whatever the template's outline (a turned
+        # KN95's top edge rises past anchor b): lower the mask step by step until it does.
+        for _ in range(_MAX_LOWERINGS):
+            dst, lvl, Hm = self._place(frame, mode, tpl)
+            if self._exposes(style.wearing, lmk68, lvl.rgba, np.linalg.inv(Hm)):
+                break
+            mode = replace(mode, top_off=mode.top_off + _LOWER_STEP, bottom_off=mode.bottom_off + _LOWER_STEP / 2)
 
         h, w = image.shape[:2]
         th, tw = lvl.rgba.shape[:2]
@@ -256,6 +257,20 @@ class MTFGenerator(MaskGenerator):
         hsv[..., 2] = np.minimum(hsv[..., 2] * g_v, alpha)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), (g_v, g_s)
 
+    def _place(self, frame: FaceFrame, mode, tpl: Template) -> tuple[np.ndarray, TemplateLevel, np.ndarray]:
+        """Anchors on the face, the template level to warp from, and the homography."""
+        dst = six_anchors(frame, mode)
+        # Template level: the smallest 2x-downscale still >= the drawn size, so the warp never
+        # shrinks by more than 2x (no aliasing) and styling works on few pixels.
+        dst_w = float(np.linalg.norm(dst[2] - dst[0]) + 1e-6)
+        src_w = float(np.linalg.norm(tpl.anchors[2] - tpl.anchors[0]) + 1e-6)
+        k = max(0, int(math.floor(math.log2(max(src_w / dst_w, 1.0)))))
+        lvl = tpl.level(k)
+        Hm = homography_lsq(lvl.anchors, dst)
+        if Hm is None:
+            raise SkipImage("bad_landmarks", "no homography from the template anchors to this face")
+        return dst, lvl, Hm
+
     def _visible_fraction(self, lvl: TemplateLevel, Hm: np.ndarray, corners: np.ndarray, w: int, h: int) -> float:
         """Share of the placed mask that lies inside the image (1.0 when nothing is cut off).
 
@@ -277,25 +292,32 @@ class MTFGenerator(MaskGenerator):
         X, Y = (xs + 0.5) / s + bx0, (ys + 0.5) / s + by0
         return float(((X >= 0) & (X < w) & (Y >= 0) & (Y < h)).mean())
 
-    def _covered_parts(self, lmk68: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> dict[str, bool]:
-        """A part is covered when at least half its points fall on the mask (template alpha >= threshold).
-
-        Points are mapped back into the template, so parts outside the image frame (a chin
-        below a tight crop) are still judged by the mask's shape.
-        """
+    def _on_mask(self, pts: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> np.ndarray:
+        """Whether each image point falls on the mask (template alpha >= threshold), judged in
+        template space, so points outside the image frame (a chin below a tight crop) count too."""
         import cv2
 
         th, tw = rgba.shape[:2]
-        out = {}
-        thr = self.cfg.alpha_threshold * 255
-        for part, pts in part_points(lmk68).items():
-            tp = cv2.perspectiveTransform(pts.reshape(1, -1, 2).astype(np.float64), Hinv)[0]
-            xi, yi = np.round(tp[:, 0]).astype(int), np.round(tp[:, 1]).astype(int)
-            ok = (xi >= 0) & (xi < tw) & (yi >= 0) & (yi < th)
-            on = np.zeros(len(tp), bool)
-            on[ok] = rgba[yi[ok], xi[ok], 3] >= thr
-            out[part] = bool(on.mean() >= 0.5)
-        return out
+        tp = cv2.perspectiveTransform(np.asarray(pts, np.float64).reshape(1, -1, 2), Hinv)[0]
+        xi, yi = np.round(tp[:, 0]).astype(int), np.round(tp[:, 1]).astype(int)
+        ok = (xi >= 0) & (xi < tw) & (yi >= 0) & (yi < th)
+        on = np.zeros(len(tp), bool)
+        on[ok] = rgba[yi[ok], xi[ok], 3] >= self.cfg.alpha_threshold * 255
+        return on
+
+    def _covered_parts(self, lmk68: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> dict[str, bool]:
+        """A part is covered when at least half its points fall on the mask."""
+        return {part: bool(self._on_mask(pts, rgba, Hinv).mean() >= 0.5) for part, pts in part_points(lmk68).items()}
+
+    def _exposes(self, wearing: str, lmk68: np.ndarray, rgba: np.ndarray, Hinv: np.ndarray) -> bool:
+        """An incorrect fit leaves its parts (and the nose tip) off the mask."""
+        parts = _EXPOSED.get(wearing)
+        if not parts:
+            return True
+        pp = part_points(lmk68)
+        if self._on_mask(np.asarray(lmk68, np.float64).reshape(68, 2)[[30]], rgba, Hinv)[0]:
+            return False
+        return not any(self._on_mask(pp[p], rgba, Hinv).mean() >= 0.5 for p in parts)
 
     # ------------------------------------------------------------------ contract
     def generate(self, images: np.ndarray, landmarks: np.ndarray | None, *,

@@ -232,3 +232,19 @@ def test_user_mistakes_are_one_line_errors(monkeypatch, tmp_path):
         MTFGenerator(MTFConfig(mask_type="plain"))  # needs no kit
     finally:
         load_kit.cache_clear()
+
+
+@pytest.mark.parametrize("mask_type", ["KN95", "N95", "surgical"])
+def test_incorrect_fit_exposes_the_nose_on_turned_views(kit_gen, mask_type):
+    """Turned views whose top edge rises past anchor b (KN95_left) are lowered until the nose
+    tip is off the mask, so a nose-out label never shows a covered nose."""
+    img, l68 = _faces(1)[0]
+    for shift in (-0.55, 0.55):
+        turned = l68.copy()
+        nose = list(range(27, 36))
+        jaw = l68[0:9, 0] if shift < 0 else l68[8:17, 0]
+        turned[nose, 0] = l68[nose, 0] + abs(shift) * (jaw.mean() - l68[nose, 0])
+        g = MTFGenerator(MTFConfig(mask_type=mask_type, wearing="nose-out"))
+        _, m, info = g.mask_face(img, turned, np.random.default_rng(0))
+        assert info["yaw_bin"] != "front"
+        assert not _on_map(m, turned[[30]])[0] and not info["covers_nose"] and info["covers_mouth"]
