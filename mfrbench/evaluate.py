@@ -350,13 +350,17 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
         if same.all() or not same.any():
             raise MfrbenchError(f"benchmark {cfg.benchmark!r} has {int(same.sum())} genuine and "
                                 f"{int((~same).sum())} impostor pairs: verification needs both")
-        main = _verification_from_scores(scores, same, pv.fold.to_numpy(), balanced=False, n_boot=cfg.n_boot,
-                                         seed=cfg.seed)
+        folds = pv.fold.to_numpy()
+        one_fold = len(np.unique(folds)) < 2
+        if one_fold:  # e.g. a one-fold pairs file: 10 contiguous blocks of the file order instead
+            folds = (np.arange(len(pv)) * 10) // len(pv)
+        main = _verification_from_scores(scores, same, folds, balanced=False, n_boot=cfg.n_boot, seed=cfg.seed)
+        if one_fold and "acc_protocol" in main:
+            main["acc_protocol"] += " (contiguous blocks: the pair list has one fold)"
         rocs["all pairs"] = main["roc"]
         for pt in sorted(pv.pair_type.unique()) if pv.pair_type.nunique() > 1 else []:
             m = (pv.pair_type == pt).to_numpy()
-            sub = _verification_from_scores(scores[m], same[m], pv.fold.to_numpy()[m], balanced=False, n_boot=200,
-                                            seed=cfg.seed)
+            sub = _verification_from_scores(scores[m], same[m], folds[m], balanced=False, n_boot=200, seed=cfg.seed)
             breakdown.append(_breakdown_row(f"pair:{pt}", sub))
             rocs[pt] = sub["roc"]
         # By the mask type of the masked side (pairs with one masked side).
@@ -367,7 +371,8 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
         for t in sorted(set(side) - {""}):
             m = side == t
             if m.sum() >= 20:
-                sub = _verification_from_scores(scores[m], same[m], None, balanced=False, n_boot=200, seed=cfg.seed)
+                sub = _verification_from_scores(scores[m], same[m], folds[m], balanced=False, n_boot=200,
+                                                seed=cfg.seed)
                 breakdown.append(_breakdown_row(f"mask:{t}", sub))
     for i, ap in enumerate(proto.allpairs):
         res = _allpairs(E, ok, images, ap, metric, cfg, progress)
