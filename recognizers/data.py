@@ -89,7 +89,7 @@ def _generator_of(meta: dict) -> str:
 def read_source(spec: str | os.PathLike) -> Source:
     """Read one ``--data`` argument: a manifest (dir or CSV) or a ``<identity>/<image>`` folder."""
     p = Path(spec)
-    if p.is_file() and p.suffix == ".csv" or (p / MANIFEST_CSV).is_file():
+    if (p.is_file() and p.suffix == ".csv") or (p / MANIFEST_CSV).is_file():
         meta = read_manifest_meta(p)
         df = read_manifest(p, status="ok")
         kind = str(meta.get("kind", "aligned"))
