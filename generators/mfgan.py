@@ -601,7 +601,9 @@ def non_mask_ssim_psnr(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> 
     if not keep.any():
         return float("nan"), float("nan")
     _, smap = structural_similarity(real, fake, channel_axis=-1, data_range=255, full=True)
-    ssim = float(smap.mean(-1)[keep].mean())
+    inner = np.zeros_like(keep)
+    inner[3:-3, 3:-3] = keep[3:-3, 3:-3]    # skimage's mean skips the 3-px border (7x7 windows)
+    ssim = float(smap.mean(-1)[inner].mean()) if inner.any() else float("nan")
     mse = float(((real.astype(np.float64) - fake.astype(np.float64)) ** 2)[keep].mean())
     psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
     return ssim, psnr
