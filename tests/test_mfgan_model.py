@@ -136,7 +136,8 @@ def test_split_stages():
         M.split_stages(10, (1, 2, 3))
 
 
-@pytest.mark.parametrize("method", list(M.PRESETS))
+# the ablation presets also run on real data in test_mfgan_train.py; here (no data kit needed) they are slow-only
+@pytest.mark.parametrize("method", [p if p == "mfgan" else pytest.param(p, marks=pytest.mark.slow) for p in M.PRESETS])
 def test_presets_log_the_terms_of_each_stage(method, stand_in_aux, tmp_path):
     """For every preset and stage, the logged loss names are exactly the active terms."""
     gan, _ = _train(method, tmp_path, steps=6)
