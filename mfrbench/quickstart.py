@@ -107,7 +107,7 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
     t = _stage(echo, "5. quality")
     try:
         real = create_dataset("masked-photos").root if not synthetic else None
-        q = run_quality(masked, real=real, results_dir=results, limit=300, seed=seed)
+        q = run_quality(masked, real=real, results_dir=results, limit=200, real_limit=200, seed=seed)
         report += ["# Image quality of the mtf set", "", "```", json.dumps(
             {k: v for k, v in q.items() if isinstance(v, (int, float, str))}, indent=1), "```", ""]
     except (DataNotFoundError, MfrbenchError) as err:

@@ -83,7 +83,10 @@ def _generator_of(meta: dict) -> str:
     cfg = meta.get("config") or {}
     if meta.get("kind") != "masked" and "method" not in cfg:
         return "none"
-    return str(cfg.get("method") or cfg.get("generator") or cfg.get("kind") or "unknown")
+    gen = cfg.get("method") or cfg.get("generator") or cfg.get("kind") or "unknown"
+    if isinstance(gen, dict):  # `mfrbench generate` stores the generator's resolved config
+        gen = gen.get("name") or gen.get("method") or "unknown"
+    return str(gen)
 
 
 def read_source(spec: str | os.PathLike) -> Source:
