@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mfrbench.registry import Registry
+from mfrbench.registry import LazyRegistry, Registry
 
 
 @dataclass
@@ -72,50 +72,11 @@ class MaskGenerator(abc.ABC):
         """Mask a batch of faces. ``rng`` is the only source of randomness (reproducibility)."""
 
 
-class _GeneratorRegistry(Registry):
-    """The generator registry; built-in backend modules are imported on first lookup.
-
-    Lookups import :data:`BUILTIN_GENERATOR_MODULES` one at a time until the name is found
-    (``mtf`` never pays for importing torch); ``names()`` imports them all.
-    """
-
-    def __init__(self, kind: str, modules: tuple[str, ...]) -> None:
-        super().__init__(kind)
-        self._pending = list(modules)
-
-    def _load_next(self) -> bool:
-        import importlib
-
-        if not self._pending:
-            return False
-        mod = self._pending.pop(0)
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:  # a backend not written yet / optional dependency absent
-            if err.name not in (mod, "torch", "torchvision"):
-                raise
-        return True
-
-    def get(self, name: str):
-        while name.replace("_", "-") not in self._factories and self._load_next():
-            pass
-        return super().get(name)
-
-    def names(self, pattern: str = "*") -> list[str]:
-        while self._load_next():
-            pass
-        return super().names(pattern)
-
-    def __contains__(self, name: str) -> bool:
-        while name.replace("_", "-") not in self._factories and self._load_next():
-            pass
-        return super().__contains__(name)
-
-
 #: Modules whose import registers the built-in generators (mtf first: it needs no torch).
-BUILTIN_GENERATOR_MODULES = ("mfrbench.generators.mtf", "mfrbench.generators.gan_core")
+BUILTIN_GENERATOR_MODULES = ("mfrbench.generators.mtf", "mfrbench.generators.cyclegan",
+                             "mfrbench.generators.iamgan", "mfrbench.generators.mfgan")
 
-GENERATORS: Registry[MaskGenerator] = _GeneratorRegistry("generator", BUILTIN_GENERATOR_MODULES)
+GENERATORS: Registry[MaskGenerator] = LazyRegistry("generator", BUILTIN_GENERATOR_MODULES)
 register_generator = GENERATORS.register
 create_generator = GENERATORS.create
 list_generators = GENERATORS.names

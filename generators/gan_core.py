@@ -62,7 +62,7 @@ from torch import nn
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator
-from mfrbench.registry import Registry
+from mfrbench.registry import LazyRegistry, Registry
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,9 @@ class GANMethod:
 
 
 #: GAN families trainable with ``mfrbench train-gen --method NAME``.
-GAN_METHODS: Registry[GANMethod] = Registry("GAN method")
+#: Modules whose import registers the built-in GAN methods (imported on first lookup).
+BUILTIN_METHOD_MODULES = ("mfrbench.generators.cyclegan", "mfrbench.generators.iamgan", "mfrbench.generators.mfgan")
+GAN_METHODS: Registry[GANMethod] = LazyRegistry("GAN method", BUILTIN_METHOD_MODULES)
 
 
 def register_gan_method(name: str, config_cls: type) -> Callable[[type[TrainableGAN]], type[TrainableGAN]]:
@@ -719,21 +721,3 @@ class GANMaskGenerator(MaskGenerator):
         info = [{"mask_type": f"{self.name}", "wearing": "", "gan_run": self.run_dir, "mask_map_source": src}
                 for _ in range(len(images))]
         return GeneratedBatch(np.concatenate(outs), np.concatenate(maps), info)
-
-
-# Built-in families register themselves on import; keep this at the bottom (they import this module).
-BUILTIN_METHOD_MODULES = ("mfrbench.generators.cyclegan", "mfrbench.generators.iamgan", "mfrbench.generators.mfgan")
-
-
-def _load_builtin_methods() -> None:
-    import importlib
-
-    for mod in BUILTIN_METHOD_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod:
-                raise
-
-
-_load_builtin_methods()

@@ -41,22 +41,16 @@ import torch.nn.functional as F
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators.base import register_generator
-from mfrbench.generators.cyclegan import CycleGAN
+from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig
 from mfrbench.generators.gan_core import register_gan_method, set_requires_grad
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class IAMGANConfig:
-    ngf: int = 64
-    ndf: int = 64
-    n_blocks: int = 6
-    n_layers_d: int = 3
-    norm: str = "instance"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
+class IAMGANConfig(CycleGANConfig):
+    """CycleGAN's settings plus IAMGAN's identity terms."""
+
     lambda_pix: float = 10.0          # segmentation-guided L1 on the non-mask region
     lambda_feat: float = 1.0          # 1 - cos(E(f), E(G_M(f)))
     seg_checkpoint: str | None = None  # a `train-aux --module seg` run (required)

@@ -67,6 +67,7 @@ from mfrbench.generators._blocks import (AdaINUpBlock, PatchDiscriminator, Resne
 from mfrbench.generators.base import register_generator
 from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMaskGenerator, GANMethod, ImagePool,
                                           TrainableGAN, l1, lsgan_loss, set_requires_grad)
+from mfrbench.generators.cyclegan import CycleGANConfig  # after gan_core: it loads the built-in methods
 
 log = logging.getLogger(__name__)
 
@@ -260,15 +261,11 @@ def _aux_size(net: nn.Module) -> int | None:
 
 
 @dataclass(frozen=True)
-class MFGANConfig:
-    # networks (CycleGAN names, so the shared profiles apply)
-    ngf: int = 64
-    ndf: int = 64
-    n_blocks: int = 6
-    n_layers_d: int = 3
-    norm: str = "instance"
+class MFGANConfig(CycleGANConfig):
+    """CycleGAN's network settings (ngf, ndf, n_blocks, n_layers_d, norm, pool_size, lambda_cycle)
+    plus MFGAN's modules, schedule and loss weights."""
+
     d_m_extra_convs: int = 1        # "adds a convolution layer in discriminator" (§IV-A)
-    pool_size: int = 50
     style_dim: int = 64
     n_domains: int = 4              # K
     enc_dim: int = 32               # width of E's stem (trunk: 2x, 4x)

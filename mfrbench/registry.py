@@ -66,3 +66,50 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._factories)
+
+
+class LazyRegistry(Registry[T]):
+    """A registry whose built-in plugin modules are imported on first lookup.
+
+    Lookups import ``modules`` one at a time until the name is found (so a cheap plugin never
+    pays for importing an expensive one, e.g. torch); ``names()`` imports them all. Importing
+    on lookup, not at module import, also keeps plugin modules free to import the module that
+    defines the registry without a circular import. A module missing only because an optional
+    dependency is absent is passed over.
+    """
+
+    def __init__(self, kind: str, modules: tuple[str, ...], optional: tuple[str, ...] = ("torch", "torchvision")
+                 ) -> None:
+        super().__init__(kind)
+        self._pending = list(modules)
+        self._optional = optional
+
+    def _load_next(self) -> bool:
+        import importlib
+
+        if not self._pending:
+            return False
+        mod = self._pending.pop(0)
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name not in (mod, *self._optional):
+                raise
+        return True
+
+    def _load_until(self, name: str) -> None:
+        while name.replace("_", "-") not in self._factories and self._load_next():
+            pass
+
+    def get(self, name: str) -> Callable[..., T]:
+        self._load_until(name)
+        return super().get(name)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        while self._load_next():
+            pass
+        return super().names(pattern)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_until(name)
+        return super().__contains__(name)
