@@ -68,8 +68,10 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
 
     t = _stage(echo, "2. generate (mtf)")
     masked = out / f"{ds.name}-mtf"
+    # Without the data kit there are no MaskTheFace templates: mtf draws its built-in plain mask.
+    style = "plain" if synthetic else "mix"
     gmeta = generate_dataset("mtf", masked, manifest=aligned, workers=workers, seed=seed,
-                             generator_kwargs={"mask_type": "mix", "wearing": "correct"})
+                             generator_kwargs={"mask_type": style, "wearing": "correct"})
     save_sample_grid(masked)
     echo(f"{gmeta['ok']} ok / {gmeta['inputs']} inputs -> {masked}")
     report += [manifest_report(masked), f"\nsample grid: {masked / 'grid.png'}", ""]
