@@ -11,15 +11,13 @@ Memory flatness: the same pipeline at N/4 and N inputs should have the same peak
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+
+from _harness import child_main, parse, run_child
 
 
 def _child(mode: str, n: int) -> dict:
@@ -66,23 +64,13 @@ def _child(mode: str, n: int) -> dict:
 
 
 def _run(mode: str, n: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--n", str(n)], capture_output=True, text=True,
-                         env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, mode, n)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", default=None)
-    a = ap.parse_args()
-    if a.child:
-        print(json.dumps(_child(a.child, a.n)))
+    a, n, reps = parse()
+    if child_main(a, _child):
         return
-    n, reps = (60, 1) if a.quick else (a.n, a.repeats)
     print(f"# alignment throughput, {n} CelebA in-the-wild images, median of {reps}; "
           f"loadavg {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     rows = {}

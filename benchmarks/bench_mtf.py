@@ -24,16 +24,15 @@ over the process tree (parent + pool workers).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+
 from pathlib import Path
+
+from _harness import child_main, parse, run_child
 
 GEN_KW = {"mask_type": "mix", "wearing": "random"}
 
@@ -159,10 +158,7 @@ def _child(mode: str, n: int) -> dict:
 
 
 def _run(mode: str, n: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--n", str(n)], capture_output=True, text=True,
-                         env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, mode, n)
 
 
 NAMES = {
@@ -176,16 +172,9 @@ NAMES = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", default=None)
-    a = ap.parse_args()
-    if a.child:
-        print(json.dumps(_child(a.child, a.n)))
+    a, n, reps = parse()
+    if child_main(a, _child):
         return
-    n, reps = (60, 1) if a.quick else (a.n, a.repeats)
     _aligned(n), _aligned(max(n // 4, 10))  # setup outside the timed runs
     print(f"# mtf generation throughput, {n} CelebA images (mix styles, random wearing), median of {reps}; "
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
