@@ -207,6 +207,14 @@ def tar_at_far(scores: ArrayLike, is_genuine: ArrayLike, *, far: float | Sequenc
     return pts.tar
 
 
+def _defined_roc(scores: ArrayLike, is_genuine: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fpr, tpr) of :func:`roc_curve`, or ``None`` when it is undefined (one class missing)."""
+    fpr, tpr, _ = roc_curve(scores, is_genuine)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
+        return None
+    return fpr, tpr
+
+
 def roc_auc(scores: ArrayLike, is_genuine: ArrayLike) -> float:
     """Area under the ROC (ties count half, as sklearn's ``roc_auc_score``).
 
@@ -214,9 +222,10 @@ def roc_auc(scores: ArrayLike, is_genuine: ArrayLike) -> float:
         >>> roc_auc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
         0.75
     """
-    fpr, tpr, _ = roc_curve(scores, is_genuine)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    roc = _defined_roc(scores, is_genuine)
+    if roc is None:
         return float("nan")
+    fpr, tpr = roc
     return float(np.trapezoid(tpr, fpr))
 
 
@@ -227,9 +236,10 @@ def eer(scores: ArrayLike, is_genuine: ArrayLike) -> float:
         >>> eer([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
         0.5
     """
-    fpr, tpr, _ = roc_curve(scores, is_genuine)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    roc = _defined_roc(scores, is_genuine)
+    if roc is None:
         return float("nan")
+    fpr, tpr = roc
     fnr = 1 - tpr
     i = int(np.argmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2)
