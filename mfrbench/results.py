@@ -33,14 +33,14 @@ BREAKDOWN = "breakdown.csv"
 #: Column order of ``evals.csv`` (documented in ``results/README.md``).
 COLUMNS = [
     "eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "embedding_dim", "train_data",
-    "generator", "config_hash", "benchmark", "protocol_id", "root", "metric", "flip", "gallery_rule",
-    "n_genuine", "n_impostor", "acc", "acc_std", "acc_protocol",
+    "generator", "generator_family", "generator_hash", "config_hash", "benchmark", "protocol_id", "root", "metric", "flip", "gallery_rule",
+    "n_genuine", "n_impostor", "n_duplicates", "acc", "acc_std", "acc_protocol", "ci_method",
     "tar_far_1e-4", "tar_far_1e-4_lo", "tar_far_1e-4_hi",
     "tar_far_1e-3", "tar_far_1e-3_lo", "tar_far_1e-3_hi",
     "tar_far_1e-2", "tar_far_1e-2_lo", "tar_far_1e-2_hi",
     "auc", "eer", "rank1", "rank1_lo", "rank1_hi", "rank5", "rank5_lo", "rank5_hi",
     "n_probes", "n_gallery_ids", "n_distractors", "coverage", "detect_rate", "fallback",
-    "ssim", "psnr", "fid", "kid", "kid_std", "identity_cos", "n_images", "n_real", "quality_data",
+    "ssim", "psnr", "fid", "kid", "kid_std", "identity_cos", "n_images", "n_real", "quality_data", "quality_protocol", "nonmask_source",
     "notes", "roc_png", "cmc_png", "seconds", "tool_version",
 ]
 BREAKDOWN_COLUMNS = ["eval_id", "benchmark", "subset", "n_genuine", "n_impostor", "acc", "acc_protocol",
@@ -120,6 +120,7 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
         return pd.DataFrame(columns=COLUMNS)
     text = ("eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "train_data", "generator",
             "config_hash", "benchmark", "protocol_id", "root", "metric", "acc_protocol", "fallback", "quality_data",
+            "generator_family", "generator_hash", "ci_method", "quality_protocol", "nonmask_source",
             "notes", "roc_png", "cmc_png", "tool_version", "gallery_rule")
     df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
     for c in text:
