@@ -39,8 +39,9 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
     """Run the pipeline into ``out``; return the path of ``REPORT.md``."""
     from mfrbench.align import align_dataset
     from mfrbench.datasets import create_dataset
-    from mfrbench.evaluate import EvalConfig, evaluate, run_quality
+    from mfrbench.evaluate import EvalConfig, evaluate
     from mfrbench.generators.base import generate_dataset, save_sample_grid
+    from mfrbench.quality import run_quality
     from mfrbench.recognizers.config import TrainConfig
     from mfrbench.recognizers.train import train
     from mfrbench.reports import write_reports

@@ -153,7 +153,7 @@ def quality_cmd(generated, real, model_name, results_dir, limit, real_limit, see
       mfrbench quality --generated out/celeba-mfgan
       mfrbench quality --generated out/celeba-mtf --real out/rmfrd-masked-aligned --model dlib
     """
-    from mfrbench.evaluate import run_quality
+    from mfrbench.quality import run_quality
 
     row = run_quality(generated, real=real, model_spec=model_name, results_dir=results_dir, limit=limit,
                       real_limit=real_limit, seed=seed)
