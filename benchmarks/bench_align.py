@@ -21,9 +21,9 @@ from _harness import child_main, parse, run_child
 
 
 def _child(mode: str, n: int) -> dict:
-    from mfrbench.datasets import create_dataset
-
     import cv2
+
+    from mfrbench.datasets import create_dataset
 
     cv2.setNumThreads(1)  # per-core numbers: workers run single-threaded too
     ds = create_dataset("celeba")

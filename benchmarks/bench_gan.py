@@ -133,18 +133,19 @@ def main() -> None:
 
     print(f"# bench_gan  torch {torch.__version__}  threads={a.threads}  loadavg={os.getloadavg()}  "
           f"ngf={ngf} n_blocks={nb}  median of {reps}  (cpu)")
-    print(f"{'what':<28}{'size':>5}{'batch':>6}{'ours s':>10}{'base s':>10}{'ratio':>7}{'ours MiB':>10}{'base MiB':>10}")
+    print(f"{'what':<28}{'size':>5}{'batch':>6}{'ours s':>10}{'base s':>10}{'ratio':>7}"
+          f"{'ours MiB':>10}{'base MiB':>10}")
     for size in (64, 128):
         for batch in (1, 8):
             o, om = measure("ours", size, batch, ngf, nb, reps, a.threads)
             b, bm = measure("baseline", size, batch, ngf, nb, reps, a.threads)
-            print(f"{'train step (CycleGAN)':<28}{size:>5}{batch:>6}{o:>10.3f}{b:>10.3f}{o / b:>7.2f}{om:>10.0f}{bm:>10.0f}",
-                  flush=True)
+            print(f"{'train step (CycleGAN)':<28}{size:>5}{batch:>6}{o:>10.3f}{b:>10.3f}{o / b:>7.2f}"
+                  f"{om:>10.0f}{bm:>10.0f}", flush=True)
     for size in (64, 128):
         o, om = measure("gen_ours", size, 32, ngf, nb, reps, a.threads)
         b, bm = measure("gen_baseline", size, 32, ngf, nb, reps, a.threads)
-        print(f"{'generate img/s (bs 32)':<28}{size:>5}{32:>6}{32 / o:>10.1f}{32 / b:>10.1f}{b / o:>7.2f}{om:>10.0f}{bm:>10.0f}",
-              flush=True)
+        print(f"{'generate img/s (bs 32)':<28}{size:>5}{32:>6}{32 / o:>10.1f}{32 / b:>10.1f}{b / o:>7.2f}"
+              f"{om:>10.0f}{bm:>10.0f}", flush=True)
     print("ratio: ours time / baseline time for steps; for generation ours img/s / baseline img/s.")
     sys.stdout.flush()
 

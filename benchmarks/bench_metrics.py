@@ -98,8 +98,8 @@ def _median(runs: list[dict]) -> dict:
 
 def _fmt(r: dict) -> str:
     work = r["peak_mib"] - r["base_mib"]
-    return (f"{r['case']:<8} {r['pairs']:>14,} {r['time_s']:>9.2f} {r['cpu_s']:>8.1f} {r['peak_mib']:>9.0f} {work:>9.0f}  "
-            f"{r['runs']:>4}  {' '.join(f'{t:.5f}' for t in r['tar'])}")
+    return (f"{r['case']:<8} {r['pairs']:>14,} {r['time_s']:>9.2f} {r['cpu_s']:>8.1f} {r['peak_mib']:>9.0f} "
+            f"{work:>9.0f}  {r['runs']:>4}  {' '.join(f'{t:.5f}' for t in r['tar'])}")
 
 
 def main() -> None:

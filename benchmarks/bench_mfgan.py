@@ -4,8 +4,8 @@ Each (method, stage, size, batch) cell runs in its own subprocess, so ``ru_maxrs
 peak resident memory (the process peak, including the Python/torch baseline, which is printed
 as the ``idle`` row). Step time is the median of ``--steps`` timed steps after ``--warmup``
 untimed ones, as wall time and as process CPU time (``time.process_time``, all threads): on a
-busy shared machine the CPU-time ratio is the one to trust. MFGAN's Det and Seg are the real ``Det``/``Seg`` architectures of
-``generators/parts.py`` / ``generators/seg.py`` with their default widths and random weights
+busy shared machine the CPU-time ratio is the one to trust. MFGAN's Det and Seg are the real ``Det``/``Seg``
+architectures of ``generators/parts.py`` / ``generators/seg.py`` with their default widths and random weights
 (timing does not depend on the weights); stage ``k`` is timed by starting the model at the first
 step of that stage. Widths are the ``cpu`` profile's (ngf = ndf = 32, 6 blocks) for both methods.
 
@@ -51,7 +51,6 @@ def _stand_in_aux():
     seg.size = AuxConfig().size
     try:
         from mfrbench.generators.parts import _det_build
-
         from mfrbench.generators.seg import PARTS
 
         det = _det_build(AuxConfig(module="det"))
@@ -83,7 +82,6 @@ def _domain(name, n, size, seed):
 
 def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int, device: str) -> dict:
     """Run in a child process: median train_step seconds and peak RSS for one configuration."""
-    import numpy as np
     import torch
 
     from mfrbench.generators import gan_core
@@ -117,13 +115,13 @@ def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int
             cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
-    return {"step_s": statistics.median(times), "cpu_s": statistics.median(cpu), "peak_rss_mb": peak, "gpu_peak_mb": gpu, "aux": arch}
+    return {"step_s": statistics.median(times), "cpu_s": statistics.median(cpu), "peak_rss_mb": peak,
+            "gpu_peak_mb": gpu, "aux": arch}
 
 
 def generation(n: int, batch: int, device: str) -> float:
     """Images/s of MFGANMaskGenerator.generate on 112 px crops (reference-guided), one call per ``batch``."""
     import numpy as np
-    import torch
 
     from mfrbench.generators import gan_core
     from mfrbench.generators import mfgan as M
@@ -165,7 +163,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads per cell (1: CPU time is not inflated by spinning threads on a busy machine)")
+                    help="torch CPU threads per cell "
+                         "(1: CPU time is not inflated by spinning threads on a busy machine)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -175,6 +174,7 @@ def main() -> None:
         kind, *rest = json.loads(a.child)
         if kind == "idle":
             import torch  # noqa: F401
+
             import mfrbench.generators.mfgan  # noqa: F401
             print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         elif kind == "cell":

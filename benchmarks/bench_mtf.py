@@ -29,7 +29,6 @@ import resource
 import statistics
 import tempfile
 import time
-
 from pathlib import Path
 
 from _harness import child_main, parse, run_child

@@ -31,7 +31,8 @@ def main() -> int:
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     print(f"# gpu_check_gan  {torch.cuda.get_device_name(0)}  torch {torch.__version__}  loadavg={os.getloadavg()}")
-    print(f"{'size':>5}{'batch':>6}{'fp32 ms':>10}{'amp ms':>10}{'speedup':>9}{'fp32 MiB':>10}{'amp MiB':>10}{'finite':>8}")
+    print(f"{'size':>5}{'batch':>6}{'fp32 ms':>10}{'amp ms':>10}{'speedup':>9}"
+          f"{'fp32 MiB':>10}{'amp MiB':>10}{'finite':>8}")
     for size in a.sizes:
         for batch in a.batches:
             row = {}
@@ -68,7 +69,8 @@ def main() -> int:
         t0 = time.perf_counter()
         gen.generate(imgs, None, rng=np.random.default_rng(0))
         torch.cuda.synchronize()
-        print(f"generation at {size} px: {len(imgs) / (time.perf_counter() - t0):.0f} img/s (uint8 112 px in/out, batch 64)")
+        rate = len(imgs) / (time.perf_counter() - t0)
+        print(f"generation at {size} px: {rate:.0f} img/s (uint8 112 px in/out, batch 64)")
     return 0
 
 

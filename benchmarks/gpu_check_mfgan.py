@@ -29,6 +29,7 @@ def main() -> int:
         print("gpu_check_mfgan: skipped (no CUDA device)")
         return 0
     import bench_mfgan as B
+
     from mfrbench.generators import gan_core
 
     print(f"# gpu_check_mfgan  {torch.cuda.get_device_name(0)}  torch={torch.__version__}  loadavg={os.getloadavg()}")
