@@ -18,10 +18,12 @@ files (``corrupt``), images smaller than ``min_side`` (``too_small``), empty fil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -107,19 +109,30 @@ def load_rgb(path: str | os.PathLike, *, min_side: int = 32) -> np.ndarray:
     return decode_rgb(read_bytes(path), min_side=min_side, name=str(path))[0]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + ``os.replace``: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only when the block ends without an error.
+
+    The one atomic-write primitive of the code base (temp file in the same folder + ``os.replace``):
+    readers never see half a file, and a kill mid-write leaves the previous version.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def encode_image(rgb: np.ndarray, ext: str, *, quality: int = 95) -> bytes:
