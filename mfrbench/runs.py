@@ -11,16 +11,17 @@ Layout of ``RUN_DIR``::
 
 * **New run or resume.** :meth:`RunDir.begin` refuses to start over a folder that already holds a
   checkpoint unless ``resume``; on ``resume`` it rebuilds the saved config and applies the resume
-  policy: options the user gave again that are *run control* (declared by each trainer: step or
-  epoch totals, threads, device, log/eval intervals, workers, ...) take their new value; a
-  changed *training* option is a one-line :class:`~mfrbench.errors.MfrbenchError` naming the
-  option and both values. Nothing the user passed is silently dropped.
+  policy, declared by each trainer: options the user gave again that are *run control* (threads,
+  device, log/eval intervals, workers, per-invocation limits, ...) or *extendable* (the step or
+  epoch total, to extend a run) take their new value; a changed *training* option is a one-line
+  :class:`~mfrbench.errors.MfrbenchError` naming the option and both values. Nothing the user
+  passed is silently dropped.
 * **Atomic checkpoints.** :meth:`RunDir.save_checkpoint` writes through
   :func:`mfrbench.imageio.atomic_writer` (temp file + ``os.replace``): a kill mid-save leaves the
   previous checkpoint. :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, so a
   checkpoint cannot run code.
-* **The config hash.** ``config_hash`` covers every field that changes what is learned and leaves
-  out the run-control fields, so extending a run keeps its identity.
+* **The config hash.** ``config_hash`` covers every field that changes what is learned (the run's
+  length included) and leaves out the run-control fields.
 
 Also here: :func:`choose_device` (the one ``auto``/``cpu``/``cuda``/``cuda:N`` rule),
 :func:`set_threads`, and the atomic text/JSON/torch writers built on the one primitive.
@@ -153,14 +154,20 @@ class RunDir:
         kind: what trains here (``"recognizer"``, ``"gan"``, ``"seg"``, ``"det"``); a resumed or
             loaded run of another kind is an error.
         run_control: the config keys that steer a run without changing what it learns (dotted
-            ``section.key`` for a config made of sections). They may change on resume and are
-            left out of the config hash.
+            ``section.key`` for a config made of sections: worker counts, devices, log/eval
+            intervals, per-invocation step limits). They may change on resume and are left out of
+            the config hash.
+        extendable: keys that may change on resume but do change what is learned, so they stay
+            in the hash: the length of the run (``epochs``, ``train.steps``). An extended run gets
+            the hash a fresh run of that length would have.
     """
 
-    def __init__(self, path: str | os.PathLike, *, kind: str, run_control: Collection[str] = ()) -> None:
+    def __init__(self, path: str | os.PathLike, *, kind: str, run_control: Collection[str] = (),
+                 extendable: Collection[str] = ()) -> None:
         self.path = Path(path)
         self.kind = kind
         self.run_control = frozenset(run_control)
+        self.extendable = frozenset(extendable)
         self.config_hash: str | None = None
         self._record: dict[str, Any] | None = None
 
@@ -205,7 +212,8 @@ class RunDir:
         atomic_write_json(self.config_path, self._record)
         return self.config_hash
 
-    def begin(self, config: C, *, resume: bool = False, given: Collection[str] | None = None) -> C:
+    def begin(self, config: C, *, resume: bool = False, given: Collection[str] | None = None,
+              write: bool = True) -> C:
         """Start a new run with ``config``, or resume the saved one; write ``config.json``; return the config to use.
 
         Args:
@@ -214,6 +222,8 @@ class RunDir:
             resume: continue the run saved here.
             given: the (dotted) keys the user set this time (:attr:`mfrbench.config.Resolved.given`).
                 ``None`` means every key: the whole ``config`` is the request (library callers).
+            write: write ``config.json`` (``False`` on the non-main processes of a distributed run,
+                which apply the same checks and get the same config).
 
         Raises:
             MfrbenchError: a checkpoint exists and not ``resume``; ``resume`` and no saved run; or a
@@ -223,28 +233,37 @@ class RunDir:
             if self.last_checkpoint() is not None:
                 raise MfrbenchError(f"{self.path} already holds a trained run; pass --resume to continue it "
                                     "or choose a new --out")
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.write_config(config)
+            if write:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self.write_config(config)
             return config
         merged = self.resume_config(config, given)
-        self.write_config(merged)
+        if write:
+            self.write_config(merged)
+        else:
+            self.config_hash = config_hash(merged, exclude=self.run_control)
         return merged
 
     def resume_config(self, config: C, given: Collection[str] | None = None) -> C:
-        """The saved config, with the run-control options the user gave again; refuses changed training options."""
+        """The saved config, with the run-control and extendable options the user gave again.
+
+        Raises:
+            MfrbenchError: a given training option (neither run control nor extendable) differs from the saved one.
+        """
         if not self.config_path.is_file():
             raise MfrbenchError(f"--resume: no run in {self.path} (no {CONFIG})")
         saved = rebuild_like(config, self.read_config()["config"], where=f"{self.path / CONFIG}")
         old, new = flat_fields(saved), flat_fields(config)
         asked = set(new) if given is None else set(given)
-        changed = [k for k in sorted(asked) if k in old and k in new and k not in self.run_control
+        may_change = self.run_control | self.extendable
+        changed = [k for k in sorted(asked) if k in old and k in new and k not in may_change
                    and to_dict(old[k]) != to_dict(new[k])]
         if changed:
             was = ", ".join(f"{k}={_show(old[k])}" for k in changed)
             now = ", ".join(f"{k}={_show(new[k])}" for k in changed)
             raise MfrbenchError(f"--resume: {self.path} was trained with {was}; this command asks for {now} "
                                 "(a training option); drop it to continue the run as it was, or choose a new --out")
-        honoured = {k: new[k] for k in asked & self.run_control if k in new and k in old
+        honoured = {k: new[k] for k in asked & may_change if k in new and k in old
                     and to_dict(old[k]) != to_dict(new[k])}
         for k, v in sorted(honoured.items()):
             log.info("resume %s: %s %s -> %s", self.path, k, _show(old[k]), _show(v))
