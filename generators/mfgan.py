@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -68,6 +67,7 @@ from mfrbench.generators.base import register_generator
 from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMaskGenerator, GANMethod, ImagePool,
                                           TrainableGAN, l1, lsgan_loss, set_requires_grad)
 from mfrbench.generators.cyclegan import CycleGANConfig  # after gan_core: it loads the built-in methods
+from mfrbench.metrics.quality import non_mask_ssim_psnr  # the evaluator's SSIM/PSNR: one definition
 
 log = logging.getLogger(__name__)
 
@@ -580,32 +580,6 @@ def template_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
             "mouth": (int(mouth_l[1] - 5 * r), int(mouth_l[1] + 5 * r), int(mouth_l[0]), int(mouth_r[0]) + 1)}
 
 
-def non_mask_ssim_psnr(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> tuple[float, float]:
-    """SSIM and PSNR between uint8 images restricted to ``keep`` (1 = non-mask pixel).
-
-    Uses the evaluator's ``mfrbench.metrics.quality`` when importable, else the same definition
-    inline (scikit-image's SSIM map averaged over kept pixels; PSNR from the MSE over kept pixels).
-    """
-    try:
-        from mfrbench.metrics import quality as Q  # the evaluator's implementation, when present
-
-        return float(Q.ssim_non_mask(real, fake, keep)), float(Q.psnr_non_mask(real, fake, keep))
-    except (ImportError, AttributeError, TypeError):
-        pass
-    from skimage.metrics import structural_similarity
-
-    keep = keep.astype(bool)
-    if not keep.any():
-        return float("nan"), float("nan")
-    _, smap = structural_similarity(real, fake, channel_axis=-1, data_range=255, full=True)
-    inner = np.zeros_like(keep)
-    inner[3:-3, 3:-3] = keep[3:-3, 3:-3]    # skimage's mean skips the 3-px border (7x7 windows)
-    ssim = float(smap.mean(-1)[inner].mean()) if inner.any() else float("nan")
-    mse = float(((real.astype(np.float64) - fake.astype(np.float64)) ** 2)[keep].mean())
-    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-    return ssim, psnr
-
-
 @torch.no_grad()
 def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
                     styled: Sequence[torch.Tensor] = ()) -> dict[str, Any]:
@@ -615,8 +589,8 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
       match correct wearing on every weighted part), ``det_wearing_correct``: share that Det's
       wearing head calls ``correct``, and, per part, the share Det calls visible on the outputs;
     * ``nose_cov``/``mouth_cov``: mean share of the template nose/mouth box that Seg calls mask;
-    * ``ssim_nonmask``/``psnr_nonmask``: input vs output outside Seg's mask (SSIM/PSNR, skimage or
-      the evaluator's ``mfrbench.metrics.quality``); FID/KID are left to ``mfrbench quality``;
+    * ``ssim_nonmask``/``psnr_nonmask``: input vs output outside Seg's mask, with the evaluator's
+      definition (``mfrbench.metrics.quality.non_mask_ssim_psnr``); FID/KID are left to ``mfrbench quality``;
     * ``style_diversity``: mean L1 (in [-1, 1] units) between outputs for different references.
     """
     from mfrbench.generators.gan_core import _to_uint8

@@ -213,8 +213,9 @@ def test_non_mask_ssim_psnr_matches_skimage_on_full_keep():
     keep = np.ones((32, 32), bool)
     ssim, psnr = M.non_mask_ssim_psnr(a, b, keep)
     assert psnr == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), rel=1e-9)
-    # with every pixel kept it is scikit-image's own mean SSIM (map averaged without the 3-px border)
-    assert ssim == pytest.approx(structural_similarity(a, b, channel_axis=-1, data_range=255), rel=1e-9)
+    # with every pixel kept it is scikit-image's Gaussian (Wang et al. 2004) mean SSIM
+    assert ssim == pytest.approx(structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True,
+                                                       sigma=1.5, use_sample_covariance=False), rel=1e-9)
     # only kept pixels count: a difference confined to dropped pixels leaves PSNR infinite
     c = a.copy()
     c[20:, :] = 0

