@@ -1,24 +1,28 @@
-"""The training config: one frozen dataclass, YAML file -> defaults -> command line -> ``config.json``.
+"""The recognizer training config: one frozen dataclass, resolved by :mod:`mfrbench.config`.
 
-The resolved config is written to ``RUN_DIR/config.json`` and stored inside every checkpoint.
-``config_hash`` identifies a trained model: it covers every field that changes the weights
-(data, model, loss, optimisation, seed) and leaves out run control (where to write, worker
-count, step/time limits, logging cadence).
+Layers (:func:`load_config`): dataclass defaults -> YAML file (``--config``) -> ``--set KEY=VALUE``
+-> explicit options. The resolved config is written to ``RUN_DIR/config.json`` and stored inside
+every checkpoint (:class:`mfrbench.runs.RunDir`). ``config_hash`` identifies a trained model: it
+covers every field that changes the weights (data, model, loss, optimisation, seed, epochs) and
+leaves out :data:`RUN_CONTROL` (where to write, worker count, step/time limits, logging cadence).
+On ``--resume``, run-control fields and :data:`EXTENDABLE` ones (``epochs``) may change; any
+other changed field is refused.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mfrbench import config as _config
 from mfrbench.errors import MfrbenchError
 
-# Fields that steer a run without changing what it learns (excluded from the hash; may change on resume).
+#: Fields that steer a run without changing what it learns (not hashed; may change on resume).
 RUN_CONTROL = ("out", "workers", "max_steps", "time_budget_s", "log_every", "ckpt_every", "device", "progress")
+#: Fields that may change on resume to extend a run (hashed: they change the weights).
+EXTENDABLE = ("epochs",)
 
 
 @dataclass(frozen=True)
@@ -79,51 +83,28 @@ class TrainConfig:
         return 5e-4 if self.optimizer == "sgd" else 0.05
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["data"], d["milestones"] = list(self.data), list(self.milestones)
-        return d
+        return _config.to_dict(self)
 
 
-def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Build a config from a dict (YAML/JSON); unknown keys are an error, not new attributes."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise MfrbenchError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(names))}")
-    d = dict(d)
-    for key in ("data", "milestones"):
-        if key in d and d[key] is not None:
-            d[key] = tuple(d[key]) if isinstance(d[key], (list, tuple)) else (d[key],)
-    return TrainConfig(**d)
+def config_from_dict(d: Mapping[str, Any]) -> TrainConfig:
+    """Build a config from a dict (YAML/JSON); unknown keys are an error, values typed from the fields."""
+    return _config.from_dict(TrainConfig, d, where="train-fr config")
+
+
+def resolve_config(path: str | Path | None = None, *, sets: Iterable[str] = (),
+                   options: Mapping[str, Any] | None = None) -> _config.Resolved[TrainConfig]:
+    """Defaults -> YAML/JSON file -> ``--set`` strings -> ``options`` (``None`` = not given).
+
+    See :func:`mfrbench.config.resolve`; ``given`` of the result feeds :meth:`mfrbench.runs.RunDir.begin`.
+    """
+    return _config.resolve(TrainConfig, file=path, sets=sets, options=options, where="train-fr config")
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """YAML/JSON file (optional) -> dataclass defaults -> ``overrides`` (``None`` values ignored)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        import yaml
-
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return config_from_dict(data)
+    return resolve_config(path, options=overrides).config
 
 
-def config_hash(cfg: TrainConfig | dict[str, Any]) -> str:
+def config_hash(cfg: TrainConfig | Mapping[str, Any]) -> str:
     """12 hex digits identifying what the config trains (run-control fields excluded)."""
-    d = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
-    key = {k: v for k, v in sorted(d.items()) if k not in RUN_CONTROL}
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def merge_for_resume(saved: TrainConfig, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """The config of a resumed run: the saved one, with run-control fields the user set again.
-
-    Raises if the user explicitly changed a field that would make the resumed run a different run.
-    """
-    changed = sorted(k for k in explicit - set(RUN_CONTROL)
-                     if getattr(saved, k) != getattr(requested, k))
-    if changed:
-        raise MfrbenchError(f"--resume: the run in {saved.out} was trained with different {', '.join(changed)}; "
-                            "drop those options or choose a new --out")
-    keep = {k: getattr(requested, k) for k in RUN_CONTROL if k in explicit or k == "out"}
-    return dataclasses.replace(saved, **keep)
+    return _config.config_hash(cfg, exclude=RUN_CONTROL)

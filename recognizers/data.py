@@ -109,7 +109,8 @@ def read_source(spec: str | os.PathLike) -> Source:
         rows = [Sample(os.path.abspath(f), d.name, False) for d in sorted(p.iterdir()) if d.is_dir()
                 for f in sorted(d.iterdir()) if is_image_name(f)]
     else:
-        raise MfrbenchError(f"--data {spec}: not a manifest (no {MANIFEST_CSV}) nor a folder of <identity>/<image> crops")
+        raise MfrbenchError(f"--data {spec}: not a manifest (no {MANIFEST_CSV}) "
+                            "nor a folder of <identity>/<image> crops")
     present = [r for r in rows if os.path.isfile(r.path)]
     return Source(str(spec), kind, gen, present, missing=len(rows) - len(present))
 
@@ -312,10 +313,12 @@ class PKBatchSampler(Sampler):
 
 
 def make_loader(dataset: FaceImages, batch_sampler: Sampler | None = None, *, workers: int,
-                batch_size: int = 64) -> DataLoader:
-    """A loader over ``dataset``; ``batch_sampler=None`` means sequential (evaluation) batches."""
-    kw = dict(num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-              persistent_workers=workers > 0)
+                batch_size: int = 64, pin_memory: bool = False) -> DataLoader:
+    """A loader over ``dataset``; ``batch_sampler=None`` means sequential (evaluation) batches.
+
+    ``pin_memory`` when the batches go to a CUDA device (pinned pages are wasted on a CPU run).
+    """
+    kw = dict(num_workers=workers, collate_fn=collate, pin_memory=pin_memory, persistent_workers=workers > 0)
     if workers > 0:
         kw["prefetch_factor"] = 2
     if batch_sampler is not None:

@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node N -m mfrbench.cli train-fr ...`` (or the ``mfrbench`` script)
 sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``; without them the trainer runs as a
-single process. The backend is NCCL when CUDA is used and gloo otherwise (CPU test runs).
+single process. The backend is NCCL when CUDA is used and gloo otherwise (CPU test runs). The
+device follows :func:`mfrbench.runs.choose_device`, with ``cuda`` meaning this process's ``LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mfrbench.errors import MfrbenchError
+from mfrbench.runs import choose_device
 
 
 @dataclass(frozen=True)
@@ -32,21 +33,11 @@ class DistEnv:
         return self.world > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MfrbenchError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
-
-
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the torchrun process group when launched by torchrun; else a single-process env."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    dev = choose_device(device, local_rank=local_rank)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

@@ -29,7 +29,7 @@ from torch import nn
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.recognizers.backbones import INPUT_SIZE, create_backbone
-from mfrbench.recognizers.checkpoint import load_checkpoint
+from mfrbench.runs import choose_device, load_checkpoint
 
 ONNX_INFO_KEY = "mfrbench_info"
 
@@ -51,7 +51,8 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     """uint8 ``(N, 112, 112, 3)`` RGB -> float32 ``(N, 3, 112, 112)`` in ``(x - 127.5) / 127.5``."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
             or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        got = f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+        got = (f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray)
+               else type(images).__name__)
         raise ValueError(f"Expected uint8 images of shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3) RGB, but got {got}")
     return ((images.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
 
@@ -87,7 +88,7 @@ class Embedder:
 
 def _torch_embedder(path: str | os.PathLike, device: str | None, batch_size: int) -> Embedder:
     model, info = load_backbone(path)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = choose_device(device)
     model = model.to(dev)
 
     @torch.no_grad()

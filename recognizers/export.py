@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.imageio import atomic_write_bytes
 from mfrbench.recognizers.backbones import INPUT_SIZE
 from mfrbench.recognizers.embed import ONNX_INFO_KEY, load_backbone, load_embedder
 
@@ -56,7 +57,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     model, info = load_backbone(run_dir)
     path = Path(out) if out is not None else Path(info["run_dir"]) / "export" / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.export.tmp")   # the exporter writes a file; the final write is atomic
     dummy = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export + onnxscript, which is
@@ -69,8 +70,8 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     onnx.checker.check_model(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_INFO_KEY, json.dumps({k: v for k, v in info.items() if k != "checkpoint"})
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, proto.SerializeToString())
+    tmp.unlink()
 
     images = _sample_images(info)
     ref = load_embedder(run_dir, device="cpu")

@@ -7,18 +7,21 @@ step decay), mixed precision on CUDA, ``channels_last``, gradient clipping, rank
 validation on held-out identities after every epoch (:mod:`.validate`). Under ``torchrun`` the
 model is wrapped in DistributedDataParallel and every process trains on its share of each
 global batch (:mod:`.distributed`).
+
+The run folder (``config.json``, ``checkpoints/last.pt`` + ``last.json``, the resume policy) is a
+:class:`mfrbench.runs.RunDir` of kind ``recognizer``: on resume, :data:`.config.RUN_CONTROL` and
+:data:`.config.EXTENDABLE` fields may change; any other changed field is refused.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -26,16 +29,21 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mfrbench.errors import MfrbenchError
-from mfrbench.imageio import atomic_write_bytes
 from mfrbench.recognizers.backbones import create_backbone
-from mfrbench.recognizers.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from mfrbench.recognizers.config import TrainConfig, config_hash
-from mfrbench.recognizers.data import (EpochBatchSampler, FaceImages, PKBatchSampler, TrainData, build_train_data,
-                                       make_loader)
+from mfrbench.recognizers.config import EXTENDABLE, RUN_CONTROL, TrainConfig, config_hash
+from mfrbench.recognizers.data import (
+    EpochBatchSampler,
+    FaceImages,
+    PKBatchSampler,
+    TrainData,
+    build_train_data,
+    make_loader,
+)
 from mfrbench.recognizers.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from mfrbench.recognizers.heads import create_head
 from mfrbench.recognizers.logs import RunLogger
 from mfrbench.recognizers.validate import normalize_images, validate
+from mfrbench.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,7 @@ class Run:
     """Everything the loop touches, built once by :func:`setup`."""
 
     cfg: TrainConfig
+    run_dir: RunDir
     env: DistEnv
     data: TrainData
     model: Recognizer
@@ -105,7 +114,12 @@ def run_info(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
             "notes": list(data.notes)}
 
 
-def setup(cfg: TrainConfig, env: DistEnv, resume: bool) -> Run:
+def run_dir_of(out: str | Path) -> RunDir:
+    """The recognizer run folder at ``out`` with its resume policy."""
+    return RunDir(out, kind="recognizer", run_control=RUN_CONTROL, extendable=EXTENDABLE)
+
+
+def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv) -> Run:
     head_is_metric = cfg.head == "triplet"
     data = build_train_data(cfg.data, mask_ratio=cfg.mask_ratio, val_identities=cfg.val_identities, seed=cfg.seed,
                             metric_loss=head_is_metric)
@@ -126,15 +140,16 @@ def setup(cfg: TrainConfig, env: DistEnv, resume: bool) -> Run:
         sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=env.rank, world=env.world)
     dataset = FaceImages(data.train, data.train_labels, train=True, seed=cfg.seed, flip=cfg.flip,
                          jitter=cfg.color_jitter)
-    loader = make_loader(dataset, sampler, workers=cfg.workers)
-    run = Run(cfg, env, data, model, ddp, optimizer, scaler, sampler, loader, logger=None, info=run_info(cfg, data))
-    resume_step = _restore(run) if resume else None
+    loader = make_loader(dataset, sampler, workers=cfg.workers, pin_memory=env.device.type == "cuda")
+    run = Run(cfg, run_dir, env, data, model, ddp, optimizer, scaler, sampler, loader, logger=None,
+              info=run_info(cfg, data))
+    resume_step = _restore(run) if run_dir.last_checkpoint() is not None else None
     run.logger = RunLogger(cfg.out, enabled=env.is_main, resume_step=resume_step)
     return run
 
 
 def _restore(run: Run) -> int:
-    state = load_checkpoint(run.cfg.out, map_location=run.env.device)
+    state = run.run_dir.load_checkpoint(map_location=run.env.device)
     run.model.backbone.load_state_dict(state["backbone"])
     run.model.head.load_state_dict(state["head"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -155,7 +170,7 @@ def save(run: Run) -> None:
                  "epoch": run.epoch, "step_in_epoch": run.step_in_epoch, "global_step": run.global_step,
                  "rng": torch.get_rng_state()}
         info = {**run.info, "epoch": run.epoch, "global_step": run.global_step, "val": run.last_val}
-        save_checkpoint(run.cfg.out, state, config=run.cfg.to_dict(), info=info)
+        run.run_dir.save_checkpoint(state, info=info, config=run.cfg)
     run.last_saved_step = run.global_step
     barrier(run.env)
 
@@ -175,7 +190,7 @@ def _nan_error(run: Run, value: float) -> MfrbenchError:
     if run.last_saved_step is None:
         kept = "no checkpoint had been written yet"
     else:
-        kept = f"the last good checkpoint is kept: {checkpoint_path(run.cfg.out)} (global step {run.last_saved_step})"
+        kept = f"the last good checkpoint is kept: {run.run_dir.checkpoint_path()} (global step {run.last_saved_step})"
     return MfrbenchError(f"loss became {value} at {where}; training stopped, {kept}; lower --lr or check the data")
 
 
@@ -254,18 +269,26 @@ def fit(run: Run) -> str:
         bar.close()
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train a recognizer as configured; returns a summary (also written to ``RUN_DIR/summary.json``)."""
+def train(cfg: TrainConfig, *, resume: bool = False, given: Iterable[str] | None = None) -> dict[str, Any]:
+    """Train a recognizer as configured; returns a summary (also written to ``RUN_DIR/summary.json``).
+
+    Args:
+        cfg: the requested config (``cfg.out`` is the run folder).
+        resume: continue the run in ``cfg.out`` from its last checkpoint (from scratch if it has none yet).
+        given: the fields the user set this time (``mfrbench.config.Resolved.given``); on resume the others
+            keep their saved values. ``None``: every field of ``cfg`` is asked for.
+    """
+    run_dir = run_dir_of(cfg.out)
+    # the folder is the run: a moved run folder resumes from where it is now
+    given = None if given is None else {*given, "out"}
+    cfg = run_dir.begin(cfg, resume=resume, given=given, write=False)   # every rank: same checks, same config
     env = init_distributed(cfg.device)
     try:
-        out = Path(cfg.out)
         if env.is_main:
-            if not resume and checkpoint_path(out).exists():
-                raise MfrbenchError(f"{out} already holds a trained run; pass --resume to continue it or choose a new --out")
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(out / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            run_dir.write_config(cfg)
         barrier(env)
-        run = setup(cfg, env, resume)
+        run = setup(cfg, run_dir, env)
         for note in run.data.notes:
             log.warning(note)
         t0 = time.perf_counter()
@@ -273,12 +296,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         reason = fit(run)
         elapsed = time.perf_counter() - t0
         summary = {**run.info, "stopped": reason, "epoch": run.epoch, "global_step": run.global_step,
-                   "checkpoint": str(checkpoint_path(out)), **run.last_val, "train_seconds": round(elapsed, 2),
+                   "checkpoint": str(run_dir.checkpoint_path()), **run.last_val, "train_seconds": round(elapsed, 2),
                    "images_per_s": round((run.global_step - start_step) * cfg.batch_size / max(elapsed, 1e-9), 2),
                    "world_size": env.world, "device": str(env.device),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
         if env.is_main:
-            atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+            run_dir.write_json("summary.json", summary)
         run.logger.close()
         return summary
     finally:

@@ -60,7 +60,8 @@ def rank1_identification(embeddings: np.ndarray, labels: np.ndarray, gallery: np
 def validate(backbone: nn.Module, samples: list[Sample], labels: np.ndarray, device: torch.device, *,
              workers: int = 0, batch_size: int = 64, channels_last: bool = False) -> dict[str, float]:
     """Open-set rank-1 identification on the held-out identities (see the module docstring)."""
-    loader = make_loader(FaceImages(samples, labels, train=False), workers=workers, batch_size=batch_size)
+    loader = make_loader(FaceImages(samples, labels, train=False), workers=workers, batch_size=batch_size,
+                         pin_memory=torch.device(device).type == "cuda")
     emb = embed_loader(backbone, loader, device, channels_last)
     if len(emb) != len(samples):  # unreadable validation images: evaluate on what was read
         return {"val_rank1": float("nan"), "val_chance": float("nan"), "val_probes": 0.0, "val_identities": 0.0}

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import click
 
 from mfrbench.cli import cli
-from mfrbench.errors import MfrbenchError
 
 
 def _head_args(values: tuple[str, ...]) -> dict[str, float] | None:
@@ -66,8 +63,9 @@ def _duration(text: str | None) -> float | None:
               help="K of the P x K batches for triplet [default: 4].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: on].")
 @click.option("--channels-last/--no-channels-last", default=None, help="[default: on]")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader workers per process [default: 2].")
-@click.option("--device", default=None, help="auto|cpu|cuda [default: auto].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader workers per process [default: 2].")
+@click.option("--device", default=None, help="auto|cpu|cuda|cuda:N [default: auto].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop (with a checkpoint) after N optimiser steps in this invocation.")
@@ -77,11 +75,16 @@ def _duration(text: str | None) -> float | None:
               help="Also checkpoint every N steps [default: 0 = at epoch ends].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/recognizer].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="YAML config (keys as TrainConfig fields); command-line options override it.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+              help="YAML config (keys as TrainConfig fields); --set and the options above override it.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any TrainConfig field, typed from its declaration (repeatable), e.g. --set gamma=0.5.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint. Run control (--epochs, --workers, --device, "
+                   "--max-steps, --time-budget, --log-every, --ckpt-every) may change; other options must match.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-def train_fr_cmd(config_path: str | None, resume: bool, no_progress: bool, head_arg: tuple[str, ...],
-                 milestones: str | None, time_budget: str | None, data: tuple[str, ...], **opts) -> None:
+def train_fr_cmd(config_path: str | None, sets: tuple[str, ...], resume: bool, no_progress: bool,
+                 head_arg: tuple[str, ...], milestones: str | None, time_budget: str | None, data: tuple[str, ...],
+                 **opts) -> None:
     """Train a face recognizer (backbone + softmax/triplet/margin head) on aligned or masked crops.
 
     Writes RUN_DIR/config.json, checkpoints/last.pt (+ last.json), train_log.csv, val_log.csv,
@@ -96,20 +99,13 @@ def train_fr_cmd(config_path: str | None, resume: bool, no_progress: bool, head_
       mfrbench train-fr --out runs/r18 --resume
       torchrun --nproc_per_node 2 $(which mfrbench) train-fr --data out/celeba-aligned --out runs/ddp
     """
-    from mfrbench.recognizers.config import config_from_dict, load_config, merge_for_resume
+    from mfrbench.recognizers.config import resolve_config
     from mfrbench.recognizers.train import train
 
-    overrides = {**opts, "data": data or None, "head_args": _head_args(head_arg),
-                 "time_budget_s": _duration(time_budget), "progress": False if no_progress else None,
-                 "milestones": [float(m) for m in milestones.split(",")] if milestones else None}
-    cfg = load_config(config_path, **overrides)
-    if resume:
-        saved_path = Path(cfg.out) / "config.json"
-        if not saved_path.is_file():
-            raise MfrbenchError(f"--resume: no run in {cfg.out} (no config.json)")
-        explicit = {k for k, v in overrides.items() if v is not None}
-        cfg = merge_for_resume(config_from_dict(json.loads(saved_path.read_text())), cfg, explicit)
-    summary = train(cfg, resume=resume)
+    options = {**opts, "data": data or None, "head_args": _head_args(head_arg), "milestones": milestones,
+               "time_budget_s": _duration(time_budget), "progress": False if no_progress else None}
+    resolved = resolve_config(config_path, sets=sets, options=options)
+    summary = train(resolved.config, resume=resume, given=resolved.given)
     if summary.get("world_size", 1) > 1 and not _is_main():
         return
     val = (f"held-out rank-1 identification {summary['val_rank1']:.3f} (chance {summary['val_chance']:.3f}, "
