@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.generate import GeneratorIdentity, hash_config
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator
 from mfrbench.registry import LazyRegistry, Registry
 
@@ -498,6 +499,19 @@ def load_gan(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> 
     return model
 
 
+def run_config_hash(run_dir: str | os.PathLike, model: TrainableGAN | None = None) -> str:
+    """12 hex digits identifying a GAN run: the ``config_hash`` its ``config.json`` records, else the hash of
+    that resolved ``config.json`` (else of ``model``'s configs when the folder has none)."""
+    p = Path(run_dir)
+    f = (p if p.is_dir() else p.parent) / CONFIG
+    if f.is_file():
+        saved = json.loads(f.read_text())
+        return str(saved.get("config_hash") or hash_config(saved))
+    if model is None:
+        raise MfrbenchError(f"no {CONFIG} in {f.parent}: not a GAN run folder")
+    return hash_config(config_dict(model.train_cfg, model.cfg))
+
+
 # ------------------------------------------------------------------------------------------- fit
 
 
@@ -661,16 +675,35 @@ class GANMaskGenerator(MaskGenerator):
     (``seg_checkpoint``, or the one an IAMGAN run was trained with); without one it is estimated
     from the pixel change (``|out - in|`` above ``diff_threshold``, smoothed) and labelled
     ``mask_map_source=diff`` in the manifest row.
+
+    Identity (:meth:`identity`): family = ``family`` (``None``: the run's method, as for cyclegan and
+    iamgan, which have no presets), variant = the run's method (the preset), config hash = hash of the
+    run's resolved ``config.json``.
     """
 
+    family: str | None = None
+
     def __init__(self, model: TrainableGAN, *, run_dir: str, seg=None, device: torch.device | None = None,
-                 batch_size: int = 32, diff_threshold: float = 0.12) -> None:
-        self.model, self.run_dir, self.seg = model, run_dir, seg
+                 batch_size: int = 32, diff_threshold: float = 0.12, seg_run: str | None = None) -> None:
+        self.model, self.run_dir, self.seg, self.seg_run = model, run_dir, seg, seg_run
         self.name = model.train_cfg.method
         self.size = model.train_cfg.size
         self.batch_size, self.diff_threshold = batch_size, diff_threshold
         self.device = model.device
         self.net = model.translator().eval()
+
+    def _maps(self) -> str:
+        return "seg" if self.seg is not None else "diff"
+
+    def identity(self) -> GeneratorIdentity:
+        method = self.model.train_cfg.method
+        return GeneratorIdentity(family=self.family or method, variant=method,
+                                 config_hash=run_config_hash(self.run_dir, self.model),
+                                 run=str(Path(self.run_dir).resolve()), maps=self._maps())
+
+    def config(self) -> dict:
+        return {"name": self.name, **self.identity().to_dict(), "seg_run": self.seg_run,
+                "diff_threshold": self.diff_threshold if self.seg is None else None}
 
     @classmethod
     def from_run(cls, checkpoint: str | None, *, expect: str | None = None, seg_checkpoint: str | None = None,
@@ -688,7 +721,8 @@ class GANMaskGenerator(MaskGenerator):
             from mfrbench.generators.seg import load_seg
 
             seg = load_seg(seg_ck, dev)
-        return cls(model, run_dir=str(checkpoint), seg=seg, batch_size=batch_size)
+        return cls(model, run_dir=str(checkpoint), seg=seg, batch_size=batch_size,
+                   seg_run=str(Path(seg_ck).resolve()) if seg_ck else None)
 
     @torch.no_grad()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -717,7 +751,6 @@ class GANMaskGenerator(MaskGenerator):
                 m = (d[:, 0] > self.diff_threshold * 2).to(torch.uint8).cpu().numpy()
             outs.append(_to_uint8(y))
             maps.append(m)
-        src = "seg" if self.seg is not None else "diff"
-        info = [{"mask_type": f"{self.name}", "wearing": "", "gan_run": self.run_dir, "mask_map_source": src}
+        info = [{"mask_type": f"{self.name}", "wearing": "", "gan_run": self.run_dir, "mask_map_source": self._maps()}
                 for _ in range(len(images))]
         return GeneratedBatch(np.concatenate(outs), np.concatenate(maps), info)

@@ -676,6 +676,7 @@ class MFGANMaskGenerator(GANMaskGenerator):
 
     per_image_rng = True
     wants_identities = True
+    family = "mfgan"  # every preset (mfgan, mfgan-no-inv, ...) is one family; the preset is the variant
 
     def __init__(self, model: "MFGAN", *, run_dir: str, reference: str | None = None, reference_mode: str = "random",
                  reference_index: int = 0, seed: int = 0, batch_size: int = 32) -> None:
@@ -683,7 +684,6 @@ class MFGANMaskGenerator(GANMaskGenerator):
         if reference_mode not in REFERENCE_MODES:
             raise MfrbenchError(f"Expected --reference-mode in {REFERENCE_MODES}, but got {reference_mode!r}")
         self.model: MFGAN = model
-        self.name = "mfgan"
         self.reference, self.reference_mode, self.seed = reference, reference_mode, int(seed)
         self.bank: Any = None
         self.codes = self.domains = None
@@ -706,8 +706,11 @@ class MFGANMaskGenerator(GANMaskGenerator):
                 raise MfrbenchError(f"Expected --reference-index in [0, {len(self.keys)}), but got {reference_index}")
             self.reference_index = int(reference_index)
 
+    def _maps(self) -> str:
+        return "seg"  # always the run's own Seg on the output (from_run refuses a run without one)
+
     def config(self) -> dict:
-        return {"name": "mfgan", "run": self.run_dir, "method": self.model.train_cfg.method,
+        return {**self.identity().to_dict(),
                 "reference": str(Path(self.reference).resolve()) if self.reference else None,
                 "reference_mode": self.reference_mode if self.reference else None, "seed": self.seed}
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from mfrbench.errors import MfrbenchError, SkipImage
+from mfrbench.generate import GeneratorIdentity, hash_config
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator, register_generator
 from mfrbench.generators.mask_templates import (
     KIT_TYPES, MASK_TYPES, MIX_P_COLOUR, MIX_P_TEXTURE, MIX_PALETTE, MIX_RECOLOURABLE, MIX_TYPE_WEIGHTS,
@@ -105,6 +106,10 @@ class MTFGenerator(MaskGenerator):
 
     def config(self) -> dict:
         return {"name": self.name, **asdict(self.cfg)}
+
+    def identity(self) -> GeneratorIdentity:
+        """mtf has no presets or runs; its mask maps are the drawn masks themselves (``exact``)."""
+        return GeneratorIdentity(family="mtf", variant="mtf", config_hash=hash_config(self.config()), maps="exact")
 
     # ------------------------------------------------------------------ style
     def draw_style(self, rng: np.random.Generator) -> Style:

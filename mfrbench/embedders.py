@@ -6,8 +6,9 @@
   ``dlib``: dlib's ResNet (``<models>/dlib/dlib_face_recognition_resnet_model_v1.dat``, CC0,
   128-d, trained by Davis King on about 3M unmasked faces), runnable offline, so benchmarks
   work without training anything;
-* a ``train-fr`` run directory, checkpoint or ``.onnx`` file, through
-  :func:`mfrbench.recognizers.embed.load_embedder`.
+* a ``train-fr`` run directory, checkpoint or ``.onnx`` file, through the loader registered with
+  :func:`register_run_loader` (the CLI registers :func:`mfrbench.recognizers.embed.load_embedder`;
+  the core never imports the recognizers) or given as ``run_loader``.
 
 Every model exposes ``embed(images uint8 (N, 112, 112, 3) RGB, *, flip=False) -> float32 (N, D)``,
 ``embedding_dim``, ``info`` (``backbone``, ``loss``, ``train_data``, ``generator``,
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,8 +110,17 @@ def dlib(**kw) -> DlibEmbedder:
     return DlibEmbedder(**kw)
 
 
-def load_model(spec: str | os.PathLike, **kw) -> Any:
-    """A reference embedder by name, or a trained run dir / checkpoint / ``.onnx`` file."""
+_RUN_LOADER: list[Callable[..., Any]] = []
+
+
+def register_run_loader(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Set the loader of trained runs (``fn(path, **kw) -> embedder``); the CLI registers the recognizers' one."""
+    _RUN_LOADER[:] = [fn]
+    return fn
+
+
+def load_model(spec: str | os.PathLike, *, run_loader: Callable[..., Any] | None = None, **kw) -> Any:
+    """A reference embedder by name, or a trained run dir / checkpoint / ``.onnx`` file (via the run loader)."""
     s = str(spec)
     if s in REFERENCE_EMBEDDERS.names():
         return REFERENCE_EMBEDDERS.create(s, **kw)
@@ -118,11 +128,11 @@ def load_model(spec: str | os.PathLike, **kw) -> Any:
     if not p.exists():
         raise MfrbenchError(f"no model {s!r}: expected a train-fr run directory, a checkpoint, an .onnx file or one "
                             f"of {', '.join(REFERENCE_EMBEDDERS.names())}")
-    try:
-        from mfrbench.recognizers.embed import load_embedder
-    except ImportError as err:  # pragma: no cover - the recognizer package is part of the install
-        raise MfrbenchError(f"cannot load trained recognizers: {err}") from err
-    emb = load_embedder(p, **kw)
+    loader = run_loader or (_RUN_LOADER[0] if _RUN_LOADER else None)
+    if loader is None:
+        raise MfrbenchError(f"{s} is a trained model, and no run loader is registered: pass run_loader="
+                            "mfrbench.recognizers.embed.load_embedder (the `mfrbench` CLI registers it)")
+    emb = loader(p, **kw)
     if not hasattr(emb, "metric"):
         emb.metric = emb.info.get("metric", "cosine")
     emb.info.setdefault("model_path", str(p.resolve()))

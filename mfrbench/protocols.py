@@ -33,6 +33,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,9 @@ class Protocol:
     probes: np.ndarray | None = None
     generator: str | None = None
     generator_kwargs: dict = field(default_factory=dict)
+    #: builds the masking generator from (``generator``, ``**generator_kwargs``): a MaskGenerator or a zero-arg
+    #: factory. Given by the caller (the core names no generator); ``mfrbench eval`` passes the registry's.
+    masker: Any = None
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     id: str = ""
@@ -194,11 +198,13 @@ def lfw(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pair
 @PROTOCOLS.register
 def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str = "pairs.txt",
                allow_missing: bool = False, generator: str = "mtf", mask_type: str = "random",
-               generator_kwargs: dict | None = None) -> Protocol:
+               generator_kwargs: dict | None = None, masker: Any = None) -> Protocol:
     """LFW View 2 pairs with one side masked, plus masked-probe identification.
 
     ``generator`` / ``generator_kwargs`` choose the masking generator (a registered name and its
     options, e.g. ``mfgan`` with ``checkpoint=RUN``); the default is ``mtf`` with ``mask_type``.
+    ``masker(generator, **generator_kwargs)`` builds it (a MaskGenerator or a zero-arg factory), e.g.
+    ``mfrbench.generators.base.generator_factory``; without one, :func:`prepare_images` refuses.
     """
     base = lfw(root, seed, pairs, allow_missing)
     ds = create_dataset("lfw", base.root)
@@ -230,7 +236,7 @@ def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str 
         probes += [i + n for i in ids if i != g]
     gen_kw = dict(generator_kwargs) if generator_kwargs else ({"mask_type": mask_type} if generator == "mtf" else {})
     return Protocol("lfw-masked", base.root, seed, images, pairs_df, gallery=np.array(gallery, np.int64),
-                    probes=np.array(probes, np.int64), generator=generator, generator_kwargs=gen_kw,
+                    probes=np.array(probes, np.int64), generator=generator, generator_kwargs=gen_kw, masker=masker,
                     notes=base.notes + [f"masked side of each pair and probes masked by {generator} {gen_kw} seed {seed}"],
                     meta={**base.meta, "identification": "persons with >= 2 images: 1 unmasked gallery image "
                                                           "(seeded), other images masked probes; no distractors"})
@@ -386,10 +392,13 @@ def prepare_images(proto: Protocol, cache_dir: str | os.PathLike, *, workers: in
     df["crop_path"] = df.key.map(crop).fillna("")
     df["how"] = df.key.map(how).fillna("missing: not aligned")
     if needs_68:
-        from mfrbench.generators.base import generate_dataset
+        from mfrbench.generate import generate_dataset
 
-        generate_dataset(proto.generator or "mtf", work / "masked", manifest=work / "aligned", seed=proto.seed,
-                         workers=workers, progress=progress, generator_kwargs=proto.generator_kwargs, dedupe=False)
+        if proto.masker is None:
+            raise MfrbenchError(f"benchmark {proto.name!r} masks images with {proto.generator or 'mtf'}: build it with "
+                                "masker=mfrbench.generators.base.generator_factory (`mfrbench eval` does)")
+        generate_dataset(proto.masker(proto.generator or "mtf", **proto.generator_kwargs), work / "masked",
+                         manifest=work / "aligned", seed=proto.seed, workers=workers, progress=progress, dedupe=False)
         gm = read_manifest(work / "masked")
         ok = gm[gm.status == "ok"].set_index("key")
         bad = gm[gm.status != "ok"].set_index("key")["reason"].to_dict()

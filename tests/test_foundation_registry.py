@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from mfrbench.plugins import all_registries
+from mfrbench.cli.plugins import all_registries
 from mfrbench.registry import Registry, UnknownNameError
 
 

@@ -128,7 +128,7 @@ def list_cmd(kind: str) -> None:
     Example:
       mfrbench list datasets
     """
-    from mfrbench.plugins import all_registries
+    from mfrbench.cli.plugins import all_registries
 
     regs = all_registries()
     if kind != "all" and kind not in regs:

@@ -9,6 +9,15 @@ import click
 
 from mfrbench.cli import cli
 from mfrbench.cli.options import seed_opt, workers_opt
+from mfrbench.embedders import register_run_loader
+
+
+@register_run_loader
+def _load_run(path, **kw):
+    """Trained ``train-fr`` runs (and ONNX exports) load through the recognizers, a layer the core never imports."""
+    from mfrbench.recognizers.embed import load_embedder
+
+    return load_embedder(path, **kw)
 
 
 def _fmt(v, pct: bool = True) -> str:
@@ -84,6 +93,10 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
             k, v = a.split("=", 1)
             kv[k.strip()] = v.strip()
         proto_kw = {"generator": generator or "mtf", "generator_kwargs": kv or None}
+    if benchmark == "lfw-masked":  # the protocol masks with a registered generator, built here (the core names none)
+        from mfrbench.generators.base import generator_factory
+
+        proto_kw["masker"] = generator_factory
     cfg = EvalConfig(benchmark=benchmark, root=root, seed=seed, flip=flip, gallery_rule=gallery_rule,
                      n_boot=n_boot, fallback=fallback, allow_missing=allow_missing, protocol_kwargs=proto_kw)
     row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers)

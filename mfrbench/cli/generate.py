@@ -104,7 +104,8 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
     """
     from mfrbench.datasets import create_dataset
     from mfrbench.errors import MfrbenchError
-    from mfrbench.generators.base import GENERATORS, GenerateConfig, generate_dataset, save_sample_grid
+    from mfrbench.generate import GenerateConfig, generate_dataset, save_sample_grid
+    from mfrbench.generators.base import GENERATORS, generator_factory
 
     if manifest is None and dataset is None:
         raise MfrbenchError("give --dataset NAME (raw photos) or --manifest ALIGNED_DIR")
@@ -116,8 +117,8 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
         kwargs["seed"] = seed
     ds = create_dataset(dataset, root) if manifest is None else None
     cfg = GenerateConfig(ext="." + fmt, landmarker=landmarker)
-    meta = generate_dataset(method, out, dataset=ds, manifest=manifest, limit=limit, workers=workers, seed=seed,
-                            batch_size=batch_size, resume=resume, generator_kwargs=kwargs, cfg=cfg,
+    meta = generate_dataset(generator_factory(method, **kwargs), out, dataset=ds, manifest=manifest, limit=limit,
+                            workers=workers, seed=seed, batch_size=batch_size, resume=resume, cfg=cfg,
                             dedupe=not keep_duplicates)
     reasons = ", ".join(f"{k}={v}" for k, v in meta["skip_reasons"].items()) or "none"
     tag = " [SYNTHETIC]" if meta.get("synthetic") else ""

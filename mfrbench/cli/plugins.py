@@ -1,4 +1,5 @@
-"""Where each registry lives, so ``mfrbench list`` and ``doctor`` can find all of them.
+"""Where each registry lives, so ``mfrbench list`` and ``doctor`` can find all of them (a CLI concern:
+the table names plugin modules, which the core never imports).
 
 Registries are defined next to the code they hold (timm style); this table only says where.
 A module that fails to import (an optional dependency missing) is reported, not fatal.
