@@ -77,7 +77,8 @@ class DlibEmbedder:
         self.batch_size = batch_size
         self.info: dict[str, Any] = {
             "model": "dlib", "backbone": "dlib-resnet29", "loss": "metric-loss (dlib)", "embedding_dim": 128,
-            "train_data": "dlib (about 3M unmasked faces)", "generator": "none", "run_dir": "",
+            "train_data": "dlib (about 3M unmasked faces)", "generator": "none", "generator_family": "none",
+            "generator_hash": "", "run_dir": "",
             "config_hash": _file_hash(path), "model_path": str(path), "metric": "euclidean",
         }
 

@@ -320,7 +320,9 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     row: dict[str, Any] = {"eval_id": eval_id, "kind": "eval", "time": now_iso(), "benchmark": cfg.benchmark,
                            "protocol_id": proto.id, "root": str(proto.root), "metric": metric, "flip": cfg.flip,
                            "gallery_rule": cfg.gallery_rule, "fallback": cfg.fallback, "tool_version": __version__}
-    for k in ("model", "model_path", "backbone", "loss", "embedding_dim", "config_hash", "generator"):
+    # generator / generator_family / generator_hash: the identity of the model's training data (mfrbench.generate)
+    for k in ("model", "model_path", "backbone", "loss", "embedding_dim", "config_hash", "generator",
+              "generator_family", "generator_hash"):
         row[k] = info.get(k, "")
     td = info.get("train_data", "")
     row["train_data"] = td if isinstance(td, str) else ";".join(map(str, td))

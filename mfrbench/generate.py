@@ -34,7 +34,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 
@@ -81,6 +81,23 @@ class GeneratorIdentity:
         """The result-row columns this identity fills (``generator`` is the variant)."""
         return {"generator": self.variant, "generator_family": self.family, "generator_hash": self.config_hash}
 
+    @classmethod
+    def join(cls, identities: "Iterable[GeneratorIdentity]") -> "GeneratorIdentity":
+        """The identity of data mixed from several sources (a recognizer trained on aligned + masked sets).
+
+        Unmasked sources drop out; the distinct generated ones are sorted (variant, family, hash) and
+        each field is joined with ``+`` in that order, so the result does not depend on the order of
+        ``--data``. One generated source gives its own identity; none gives :data:`UNMASKED`.
+        """
+        gens = sorted({i for i in identities if i.family != "none"},
+                      key=lambda i: (i.variant, i.family, i.config_hash, i.run, i.maps))
+        if not gens:
+            return UNMASKED
+        if len(gens) == 1:
+            return gens[0]
+        return cls(**{f: "+".join(getattr(i, f) for i in gens) for f in ("family", "variant", "config_hash", "run",
+                                                                         "maps")})
+
 
 #: The identity of unmasked (real) training or evaluation data.
 UNMASKED = GeneratorIdentity(family="none", variant="none")
@@ -89,6 +106,24 @@ UNMASKED = GeneratorIdentity(family="none", variant="none")
 def hash_config(config: dict) -> str:
     """12 hex digits of a JSON-able config (keys sorted): the same config always gives the same hash."""
     return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def identity_from_meta(meta: dict, where: str | os.PathLike = "this manifest") -> GeneratorIdentity:
+    """The generator identity of a manifest from its ``manifest.json`` metadata.
+
+    A masked manifest gives its ``"generator"`` record; any other kind (aligned crops, real photos)
+    is unmasked data: :data:`UNMASKED`.
+
+    Raises:
+        MfrbenchError: a masked manifest without the record (written before identities were recorded).
+    """
+    if meta.get("kind") != "masked":
+        return UNMASKED
+    rec = meta.get("generator")
+    if not isinstance(rec, dict) or not rec.get("family") or not rec.get("variant"):
+        raise MfrbenchError(f"{where} has no generator identity record (written by an older mfrbench): "
+                            "regenerate it with `mfrbench generate`")
+    return GeneratorIdentity.from_dict(rec)
 
 
 def read_generator_identity(manifest_dir: str | os.PathLike) -> GeneratorIdentity:
@@ -104,11 +139,7 @@ def read_generator_identity(manifest_dir: str | os.PathLike) -> GeneratorIdentit
     if meta.get("kind") != "masked":
         raise MfrbenchError(f"{manifest_dir} is a {meta.get('kind')!r} manifest, not a masked one "
                             "(the output folder of `mfrbench generate`)")
-    rec = meta.get("generator")
-    if not isinstance(rec, dict) or not rec.get("family") or not rec.get("variant"):
-        raise MfrbenchError(f"{manifest_dir} has no generator identity record (written by an older mfrbench): "
-                            "regenerate it with `mfrbench generate`")
-    return GeneratorIdentity.from_dict(rec)
+    return identity_from_meta(meta, manifest_dir)
 
 
 # =========================================================================== contract

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.generate import UNMASKED, GeneratorIdentity, identity_from_meta
 from mfrbench.imageio import is_image_name
 from mfrbench.manifest import MANIFEST_CSV, read_manifest, read_manifest_meta
 
@@ -51,9 +52,14 @@ class Source:
 
     spec: str
     kind: str                 # aligned | masked | folder | ...
-    generator: str            # the generator that made it, "none" for unmasked data
+    identity: GeneratorIdentity  # the generator that made it (family/variant "none" for unmasked data)
     samples: list[Sample]
     missing: int = 0          # rows whose image file does not exist (skipped)
+
+    @property
+    def generator(self) -> str:
+        """The generator's variant (``mfgan-no-inv``, ...; ``none`` for unmasked data)."""
+        return self.identity.variant
 
 
 @dataclass
@@ -73,20 +79,19 @@ class TrainData:
         return len(self.classes)
 
     @property
+    def identity(self) -> GeneratorIdentity:
+        """The generators of all sources, joined deterministically (:meth:`GeneratorIdentity.join`)."""
+        return GeneratorIdentity.join(s.identity for s in self.sources)
+
+    @property
     def generator(self) -> str:
-        gens = sorted({s.generator for s in self.sources if s.generator != "none"})
-        return "+".join(gens) if gens else "none"
+        return self.identity.variant
 
 
 # ----------------------------------------------------------------------------- sources
-def _generator_of(meta: dict) -> str:
-    cfg = meta.get("config") or {}
-    if meta.get("kind") != "masked" and "method" not in cfg:
-        return "none"
-    gen = cfg.get("method") or cfg.get("generator") or cfg.get("kind") or "unknown"
-    if isinstance(gen, dict):  # `mfrbench generate` stores the generator's resolved config
-        gen = gen.get("name") or gen.get("method") or "unknown"
-    return str(gen)
+def _generator_of(meta: dict, spec: str | os.PathLike) -> GeneratorIdentity:
+    """The one generator record a masked manifest carries (``mfrbench.generate``); unmasked for other kinds."""
+    return identity_from_meta(meta, spec)
 
 
 def read_source(spec: str | os.PathLike) -> Source:
@@ -103,9 +108,9 @@ def read_source(spec: str | os.PathLike) -> Source:
         if no_identity:
             log.warning("%s: %d rows without identity skipped", spec, no_identity)
             rows = [r for r in rows if r.identity]
-        gen = _generator_of(meta)
+        gen = _generator_of(meta, spec)
     elif p.is_dir():
-        kind, gen = "folder", "none"
+        kind, gen = "folder", UNMASKED
         rows = [Sample(os.path.abspath(f), d.name, False) for d in sorted(p.iterdir()) if d.is_dir()
                 for f in sorted(d.iterdir()) if is_image_name(f)]
     else:

@@ -109,7 +109,7 @@ def run_info(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
     """What a trained model is (the ``info`` that ``load_backbone``/``load_embedder`` return)."""
     return {"backbone": cfg.backbone, "loss": cfg.head, "head": cfg.head, "head_args": dict(cfg.head_args),
             "embedding_dim": cfg.embedding_dim, "train_data": [str(Path(s).resolve()) for s in cfg.data],
-            "generator": data.generator, "run_dir": str(Path(cfg.out).resolve()), "config_hash": config_hash(cfg),
+            **data.identity.row(), "run_dir": str(Path(cfg.out).resolve()), "config_hash": config_hash(cfg),
             "num_classes": data.num_classes, "train_images": len(data.train), "val_images": len(data.val),
             "notes": list(data.notes)}
 

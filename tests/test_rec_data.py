@@ -28,7 +28,8 @@ def write_crops(root: Path, identities: int = 6, per_identity: int = 4, seed: in
     return out
 
 
-def write_manifest(crops: Path, out: Path, *, kind: str, config: dict, extra_missing: int = 0) -> Path:
+def write_manifest(crops: Path, out: Path, *, kind: str, config: dict, extra_missing: int = 0,
+                   extra_meta: dict | None = None) -> Path:
     """A manifest in ``out`` whose rows point at the crops (relative ``out_path``, as the stages write)."""
     w = ManifestWriter(out, kind=kind, config=config, resume=False)
     for f in sorted(crops.rglob("*.jpg")):
@@ -36,7 +37,7 @@ def write_manifest(crops: Path, out: Path, *, kind: str, config: dict, extra_mis
                "out_path": str(Path("..") / crops.name / f.parent.name / f.name), "is_masked": kind == "masked"})
     for i in range(extra_missing):
         w.add({"key": f"gone/{i}.jpg", "identity": "synthetic-0000", "status": "ok", "out_path": f"gone/{i}.jpg"})
-    w.close()
+    w.close(extra_meta=extra_meta)
     return out
 
 
@@ -53,14 +54,16 @@ def test_folder_source(crops):
 
 def test_manifest_sources_masked_kind_generator_and_missing_files(crops, tmp_path):
     aligned = write_manifest(crops, crops.parent / "aligned_m", kind="aligned", config={"stage": "align"})
-    masked = write_manifest(crops, crops.parent / "masked_m", kind="masked", config={"method": "mtf"},
-                            extra_missing=2)
+    masked = write_manifest(crops, crops.parent / "masked_m", kind="masked", config={"stage": "generate"},
+                            extra_missing=2, extra_meta={"generator": {"family": "mtf", "variant": "mtf",
+                                                                       "config_hash": "abc", "maps": "exact"}})
     a, m = read_source(aligned), read_source(masked)
     assert a.kind == "aligned" and a.generator == "none" and not any(s.masked for s in a.samples)
     assert m.kind == "masked" and m.generator == "mtf" and all(s.masked for s in m.samples) and m.missing == 2
     data = build_train_data([str(aligned), str(masked)], val_identities=0)
     # Same paths in both manifests are one image; the note reports the missing rows.
     assert len(data.train) == 24 and data.generator == "mtf"
+    assert data.identity.row() == {"generator": "mtf", "generator_family": "mtf", "generator_hash": "abc"}
     assert any("skipped 2 rows whose image file is missing" in n for n in data.notes)
 
 
