@@ -36,6 +36,7 @@ from mfrbench.errors import MfrbenchError
 from mfrbench.generators._blocks import ConvNormAct, norm_layer
 from mfrbench.generators.seg import (AUX_MODULES, PARTS, WEARING, AuxConfig, AuxData, AuxModule, load_aux,
                                      predict_folder, to_float)
+from mfrbench.runs import choose_device
 
 
 class PartsNet(nn.Module):
@@ -132,7 +133,7 @@ def detect_parts_folder(checkpoint: str, inputs: str, out_csv: str, *, align: bo
 
     from mfrbench.imageio import atomic_write_bytes
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = choose_device(device)
     det = load_det(checkpoint, dev)
 
     def fn(crop: np.ndarray, p: Path):

@@ -17,28 +17,32 @@ Data (:func:`load_aux_data`): one or more ``mfrbench generate --method mtf`` out
 (manifest columns ``wearing``, ``covers_<part>`` and the mask map path) and optional unmasked
 aligned manifests. Held-out split: by identity when the rows have identities, else by source image.
 
-Also here: :data:`AUX_MODULES` (``seg``, ``det``) and :func:`train_aux`, the loop both share.
+Also here: :data:`AUX_MODULES` (``seg``, ``det``) and :func:`train_aux`, the loop both share. A
+run is a :class:`mfrbench.runs.RunDir` of kind ``seg`` / ``det`` (``config.json``,
+``checkpoints/last.pt``, ``metrics.json``); its config is resolved by :mod:`mfrbench.config`
+(defaults -> ``AUX_PROFILES`` -> YAML -> ``--set`` -> options) and it resumes exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfrbench.config import Resolved, from_dict, pick_profile, resolve
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators._blocks import ConvNormAct, norm_layer
 from mfrbench.registry import Registry
+from mfrbench.runs import RunDir, choose_device, load_checkpoint, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ class AuxConfig:
     weight_decay: float = 1e-4
     val_frac: float = 0.2
     seed: int = 0
-    eval_every: int = 500
+    eval_every: int = 500         # held-out evaluation (and a checkpoint) every N steps
     max_images: int | None = None
 
 
@@ -104,6 +108,11 @@ AUX_PROFILES = {
     "cpu": dict(steps=1500, batch_size=16, eval_every=250),
     "paper": dict(steps=20_000, batch_size=16, eval_every=1000),   # the paper's 20K steps for U-Net
 }
+
+#: Resume policy of a Seg/Det run (:class:`mfrbench.runs.RunDir`): the evaluation cadence may change,
+#: the step total may grow (it sets the cosine schedule, so it stays in the hash); nothing else.
+AUX_RUN_CONTROL = ("aux.eval_every",)
+AUX_EXTENDABLE = ("aux.steps",)
 
 
 # --------------------------------------------------------------------------------------- data
@@ -256,7 +265,9 @@ class Seg:
         xi = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False) \
             if (h, w) != (self.size, self.size) else x
         p = torch.sigmoid(self.net(xi.to(self.device)))
-        return F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != (self.size, self.size) else p
+        if (h, w) != (self.size, self.size):
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        return p
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> np.ndarray:
@@ -311,73 +322,138 @@ AUX_MODULES.register(lambda: AuxModule("seg", _seg_build, _seg_loss, _seg_eval, 
 # -------------------------------------------------------------------------------- shared loop
 
 
-def train_aux(module: str, masked: list[str], out: str | os.PathLike, *, unmasked: list[str] = (),
-              profile: str | None = None, overrides: dict | None = None, device: str | None = None,
-              threads: int | None = None, progress: bool = True) -> dict:
-    """Train ``Seg`` or ``Det`` on mtf outputs (+ unmasked crops); write ``RUN/model.pt``, ``metrics.json``.
+def aux_run_dir(out: str | os.PathLike, module: str) -> RunDir:
+    """The run folder of a ``seg`` / ``det`` training run, with its resume policy."""
+    return RunDir(out, kind=module, run_control=AUX_RUN_CONTROL, extendable=AUX_EXTENDABLE)
 
-    Returns the held-out metrics (IoU for ``seg``; per-part and wearing accuracy for ``det``).
+
+def resolve_aux_config(module: str, *, profile: str | None = None, config_file: str | os.PathLike | None = None,
+                       sets: Iterable[str] = (), overrides: dict | None = None) -> Resolved[AuxConfig]:
+    """Defaults -> ``profile`` -> YAML ``config_file`` -> ``--set`` -> ``overrides`` (``None`` = not given)."""
+    return resolve(AuxConfig, profile=pick_profile(AUX_PROFILES, profile), file=config_file, sets=sets,
+                   options=overrides, fixed={"module": module}, where=f"{module} config")
+
+
+def cosine_lr(step: int, total: int, lr: float) -> float:
+    """Cosine decay from ``lr`` at step 0 towards 0 at ``total`` (``CosineAnnealingLR``'s closed form).
+
+    A pure function of the step, so a resumed (or extended) run needs no scheduler state.
+
+    >>> [round(cosine_lr(s, 4, 1.0), 3) for s in (0, 1, 2, 4)]
+    [1.0, 0.854, 0.5, 0.0]
     """
-    from tqdm import tqdm
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
-    from mfrbench.generators.gan_core import atomic_torch_save, atomic_write_text
 
+def train_aux(module: str, masked: Sequence[str] = (), out: str | os.PathLike = "runs/aux", *,
+              unmasked: Sequence[str] = (), profile: str | None = None, config_file: str | os.PathLike | None = None,
+              sets: Iterable[str] = (), overrides: dict | None = None, resume: bool = False,
+              device: str | None = None, threads: int | None = None, progress: bool = True) -> dict:
+    """Train ``Seg`` or ``Det`` on mtf outputs (+ unmasked crops) into the run folder ``out``.
+
+    Writes ``config.json``, ``checkpoints/last.pt`` (network, optimizer, step; at every held-out
+    evaluation and at the end) and ``metrics.json``. ``resume`` continues from the last
+    checkpoint: ``--steps`` may grow and ``eval_every`` change; other options must match the run.
+
+    Returns:
+        The held-out metrics (IoU for ``seg``; per-part and wearing accuracy for ``det``), the
+        image counts, ``seconds`` and ``checkpoint`` (the path written).
+    """
     spec = AUX_MODULES.get(module)()
-    if profile and profile not in AUX_PROFILES:
-        raise MfrbenchError(f"Unknown profile {profile!r}. Available: {', '.join(AUX_PROFILES)}")
-    kw = {**AUX_PROFILES.get(profile or "", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    unknown = set(kw) - {f.name for f in dataclasses.fields(AuxConfig)}
-    if unknown:
-        raise MfrbenchError(f"Unknown aux config keys {sorted(unknown)}")
-    cfg = AuxConfig(**{**kw, "module": spec.name})
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    data = load_aux_data(list(masked), list(unmasked), size=cfg.size, max_images=cfg.max_images)
+    resolved = resolve_aux_config(spec.name, profile=profile, config_file=config_file, sets=sets, overrides=overrides)
+    if not masked and not resume:
+        raise MfrbenchError("no training images: pass at least one mtf output folder with --data")
+    request = {"aux": resolved.config, "masked": [_abs(p) for p in masked], "unmasked": [_abs(p) for p in unmasked]}
+    given = {f"aux.{k}" for k in resolved.given} | {k for k in ("masked", "unmasked") if request[k]}
+    run_dir = aux_run_dir(out, spec.name)
+    config = run_dir.begin(request, resume=resume, given=given)
+    cfg: AuxConfig = config["aux"]
+    set_threads(threads)
+    dev = choose_device(device)
+    data = load_aux_data(config["masked"], config["unmasked"], size=cfg.size, max_images=cfg.max_images)
     tr_idx, va_idx = split_groups(data.groups, cfg.val_frac, cfg.seed)
     train, val = data.subset(tr_idx), data.subset(va_idx)
     torch.manual_seed(cfg.seed)
     net = spec.build(cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    history, t0 = [], time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=f"train {module}", unit="step", disable=not progress, dynamic_ncols=True,
-               mininterval=1.0)
+    start, history = 0, []
+    if run_dir.last_checkpoint() is not None:
+        ck = run_dir.load_checkpoint(map_location=dev)
+        net.load_state_dict(ck["state"])
+        opt.load_state_dict(ck["optimizer"])
+        start, history = int(ck["step"]), list(ck["info"].get("history", []))
+    counts = {"train_images": len(train), "heldout_images": len(val)}
+    t0 = time.perf_counter()
+
+    def save(step: int) -> Path:
+        return run_dir.save_checkpoint({"state": net.state_dict(), "optimizer": opt.state_dict(), "step": step},
+                                       info={**counts, "history": history})
+
+    ckpt = run_dir.last_checkpoint()
+    bar = _aux_steps(start, cfg, module, progress)
     for step in bar:
-        rng = np.random.default_rng([cfg.seed, step])
-        idx = rng.integers(len(train), size=cfg.batch_size)
-        x, maps = augment(to_float(train.images[idx], dev), train.maps[idx].to(dev), rng)
-        terms = spec.loss(net, x, maps, train.parts[idx].to(dev), train.wearing[idx].to(dev))
-        opt.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
-        if len(val) and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            history.append({"step": step + 1, **spec.evaluate(net, val, dev)})
-    config = {"aux": dataclasses.asdict(cfg), "data": {"masked": list(masked), "unmasked": list(unmasked),
-                                                       "train": len(train), "heldout": len(val)}}
-    atomic_torch_save({"config": config, "state": net.state_dict()}, out / "model.pt")
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
-    metrics = {"module": module, "train_images": len(train), "heldout_images": len(val),
-               "seconds": round(time.perf_counter() - t0, 1), "heldout": history[-1] if history else {},
-               "history": history}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        terms = _aux_step(spec, net, opt, train, cfg, step, dev)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+        done = step + 1
+        if (done % cfg.eval_every == 0 or done == cfg.steps) and len(val):
+            history.append({"step": done, **spec.evaluate(net, val, dev)})
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            ckpt = save(done)
+    if ckpt is None:  # nothing to train (steps already reached) and no checkpoint: keep the untrained state
+        ckpt = save(start)
+    metrics = {"module": module, **counts, "seconds": round(time.perf_counter() - t0, 1),
+               "heldout": history[-1] if history else {}, "history": history, "checkpoint": str(ckpt),
+               "config_hash": run_dir.config_hash}
+    run_dir.write_json("metrics.json", metrics)
     return metrics
+
+
+def _abs(path: str | os.PathLike) -> str:
+    return str(Path(path).resolve())
+
+
+def _aux_steps(start: int, cfg: AuxConfig, module: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {module}", unit="step",
+                disable=not progress, dynamic_ncols=True, mininterval=1.0)
+
+
+def _aux_step(spec: AuxModule, net: nn.Module, opt: torch.optim.Optimizer, train: AuxData, cfg: AuxConfig,
+              step: int, dev: torch.device) -> dict[str, float]:
+    """One optimisation step; batch, augmentation and lr are pure functions of ``(seed, step)`` (exact resume)."""
+    for group in opt.param_groups:
+        group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.integers(len(train), size=cfg.batch_size)
+    x, maps = augment(to_float(train.images[idx], dev), train.maps[idx].to(dev), rng)
+    terms = spec.loss(net, x, maps, train.parts[idx].to(dev), train.wearing[idx].to(dev))
+    opt.zero_grad(set_to_none=True)
+    sum(terms.values()).backward()
+    opt.step()
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def save_aux_model(run: str | os.PathLike, net: nn.Module, cfg: AuxConfig) -> Path:
+    """Write a ready network as a ``seg`` / ``det`` run folder (tests, imported weights)."""
+    run_dir = aux_run_dir(run, cfg.module)
+    run_dir.begin({"aux": cfg, "masked": [], "unmasked": []})
+    return run_dir.save_checkpoint({"state": net.state_dict(), "step": 0})
 
 
 def load_aux(run_dir: str | os.PathLike, module: str, device: torch.device | str = "cpu"
              ) -> tuple[nn.Module, AuxConfig]:
-    p = Path(run_dir)
-    path = p / "model.pt" if p.is_dir() else p
-    if not path.is_file():
-        raise MfrbenchError(f"no {module} model at {path} (train one with `mfrbench train-aux --module {module}`)")
-    ck = torch.load(path, map_location=device, weights_only=True)
-    cfg = AuxConfig(**ck["config"]["aux"])
-    if cfg.module != module:
-        raise MfrbenchError(f"{path} holds a {cfg.module} model, not {module}")
+    """A trained ``seg`` / ``det`` network (eval mode, on ``device``) and its config.
+
+    ``run_dir`` is a run folder of ``train-aux`` or one of its checkpoint files.
+    """
+    try:
+        ck = load_checkpoint(run_dir, map_location=device)
+    except MfrbenchError as err:
+        raise MfrbenchError(f"{err} (train one with `mfrbench train-aux --module {module}`)") from None
+    if ck.get("kind") != module:
+        raise MfrbenchError(f"{ck['path']} holds a {ck.get('kind', 'unknown')} model, not {module}")
+    cfg = from_dict(AuxConfig, ck["config"]["aux"], where=f"{ck['path']} config")
     net = AUX_MODULES.get(module)().build(cfg)
     net.load_state_dict(ck["state"])
     return net.to(device).eval(), cfg
@@ -456,7 +532,7 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
     """
     import cv2
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = choose_device(device)
     seg = load_seg(checkpoint, dev)
 
     def fn(crop: np.ndarray, p: Path) -> np.ndarray:
@@ -493,7 +569,8 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
 
         grid_path = out_dir / "grid.png"
         save_image(grid_path, image_grid(previews, cols=8, size=112))
-    return {"images": len(rows), "written": n_ok, "grid": str(grid_path) if grid_path else None, "aligned": sum(bool(r["aligned"]) for r in rows),
+    return {"images": len(rows), "written": n_ok, "grid": str(grid_path) if grid_path else None,
+            "aligned": sum(bool(r["aligned"]) for r in rows),
             "skipped": [(r["file"], r["reason"]) for r in skipped], "out": str(out_dir)}
 
 

@@ -57,15 +57,14 @@ def test_wearing_classes_cover_every_mtf_mode():
 
 def test_iamgan_terms_pixel_and_feature(tmp_path):
     """Pixel term is 0 on an unchanged image and counts only non-mask pixels; feature term has gradients."""
-    from mfrbench.generators.gan_core import atomic_torch_save, resolve_config, build_gan
-    from mfrbench.generators.seg import AuxConfig
+    from mfrbench.generators.gan_core import build_gan, resolve_config
+    from mfrbench.generators.seg import AuxConfig, save_aux_model
     from mfrbench.recognizers.backbones import create_backbone
 
     net = UNet(base=4)
     torch.nn.init.zeros_(net.head.weight)
     torch.nn.init.constant_(net.head.bias, -20.0)                  # Seg says: no mask anywhere
-    atomic_torch_save({"config": {"aux": {**AuxConfig(base=4, size=32).__dict__, "module": "seg"}},
-                       "state": net.state_dict()}, tmp_path / "seg" / "model.pt")
+    save_aux_model(tmp_path / "seg", net, AuxConfig(module="seg", base=4, size=32))
     t, m = resolve_config("iamgan", "smoke", train={"size": 32},
                           model={"ngf": 4, "ndf": 4, "n_blocks": 1, "seg_checkpoint": str(tmp_path / "seg")})
     gan = build_gan(t, m)

@@ -50,6 +50,7 @@ _COMMAND_MODULES = (
     "mfrbench.cli.generate",
     "mfrbench.cli.recognize",
     "mfrbench.cli.gan",
+    "mfrbench.cli.aux",
     "mfrbench.cli.evaluate",
 )
 
