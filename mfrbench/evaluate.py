@@ -31,10 +31,9 @@ from mfrbench.errors import MfrbenchError
 from mfrbench.metrics import roc as R
 from mfrbench.metrics.identification import bootstrap_rank_ci, cmc_curve, identification_ranks, rank_k_accuracy
 from mfrbench.metrics.verification import pair_scores, verification_accuracy
+from mfrbench.results import BREAKDOWN_METRICS, FARS, far_label, tar_col
 
 log = logging.getLogger(__name__)
-
-FARS = (1e-4, 1e-3, 1e-2)
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
 
 # --------------------------------------------------------------------------- metric blocks
 def _fmt_far(f: float) -> str:
-    return f"{f:.0e}".replace("e-0", "e-")
+    return far_label(f)
 
 
 def _summarise(caught, n_impostor: int) -> list[str]:
@@ -144,8 +143,7 @@ def _verification_from_scores(scores: np.ndarray, same: np.ndarray, folds: np.nd
             lo = hi = np.full(len(FARS), np.nan)
     out["warnings"] = _summarise(caught, out["n_impostor"])
     for f, t, a, b in zip(FARS, pts.tar, lo, hi):
-        k = _fmt_far(f)
-        out[f"tar_far_{k}"], out[f"tar_far_{k}_lo"], out[f"tar_far_{k}_hi"] = t, a, b
+        out[tar_col(f)], out[tar_col(f, "lo")], out[tar_col(f, "hi")] = t, a, b
     if folds is not None and len(np.unique(folds)) >= 2 and out["n_genuine"] and out["n_impostor"]:
         acc = verification_accuracy(scores, same, folds=folds, balanced=balanced)
         out["acc"], out["acc_std"] = acc.mean, acc.std
@@ -194,7 +192,7 @@ def _allpairs(E: np.ndarray, ok: np.ndarray, images: pd.DataFrame, ap, metric: s
     else:
         res.update(n_genuine=st.n_genuine, n_impostor=st.n_impostor, warnings=_summarise(caught, st.n_impostor))
         for f, t in zip(FARS, st.points.tar):
-            res[f"tar_far_{_fmt_far(f)}"] = t
+            res[tar_col(f)] = t
         res["auc"], _ = st.auc()
         res["eer"] = st.eer()
         res["acc"], _ = st.best_accuracy(balanced=True)
@@ -270,9 +268,7 @@ def _plots(out_dir: Path, eval_id: str, title: str, rocs: dict[str, tuple], cmc:
 
 
 def _breakdown_row(subset: str, v: dict) -> dict:
-    return {"subset": subset, **{k: v.get(k) for k in ("n_genuine", "n_impostor", "acc", "acc_protocol",
-                                                        "tar_far_1e-4", "tar_far_1e-3", "tar_far_1e-2", "auc",
-                                                        "n_probes", "rank1", "rank5")}}
+    return {"subset": subset, **{k: v.get(k) for k in BREAKDOWN_METRICS}}
 
 
 # --------------------------------------------------------------------------- entry point

@@ -8,8 +8,13 @@
   columns Acc, TAR@FAR=1e-3, Rank-5 of a recognizer with one loss (default ArcFace) trained on
   each generator's data, and SSIM, PSNR, FID of the generated data from ``mfrbench quality``).
 
-A cell holds the **latest** matching row (by time). Missing cells stay empty and are listed
-under the table, never filled in. The best value per column is marked (bold in Markdown and
+Rows are matched on the generator identity the results store carries (``generator`` = the
+variant/preset, ``generator_family``; :mod:`mfrbench.generate`), exactly: Table II's MFGAN row takes
+only ``mfgan`` rows (family ``mfgan``), never an ablation (``mfgan-no-inv``, ...); each Table III row
+takes its own variant's eval and quality rows. A cell holds the **latest** matching row (by time);
+the table names the row it came from (``eval_id``, the recognizer run, the quality row) and the
+accuracy protocol of each cell. Missing cells stay empty and are listed under the table, never
+filled in. The best value per column is marked (bold in Markdown and
 LaTeX, ``best_in`` in the CSV). ``with_paper=True`` adds the published values side by side
 (from ``../shared/reference/mfgan-paper.txt``, copied into :data:`PAPER_TABLE2` /
 :data:`PAPER_TABLE3`). Rates are shown in percent; the CSVs keep fractions.
@@ -24,14 +29,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfrbench.results import read_breakdown, read_results
+from mfrbench.results import read_breakdown, read_results, tar_col
 
 LOSSES = [("softmax", "Softmax"), ("triplet", "Triplet"), ("cosface", "CosFace"), ("arcface", "ArcFace")]
-T2_GENERATORS = [("mtf", "MTF"), ("iamgan", "IAMGAN"), ("mfgan", "MFGAN")]
-T3_VARIANTS = [("cyclegan", "CycleGAN"), ("mfgan-no-inv", "w/o L_inv"), ("mfgan-no-cor", "w/o λ_cor"),
-               ("mfgan-no-sty", "w/o L_sty"), ("mfgan", "All (MFGAN)")]
-#: Known generator names, most specific first (a run's ``generator`` field may be a longer string).
-KNOWN_GENERATORS = ["mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty", "mfgan", "cyclegan", "iamgan", "mtf", "none"]
+#: Table II rows: (family, variant, label). A row matches a store row whose generator identity is exactly this.
+T2_GENERATORS = [("mtf", "mtf", "MTF"), ("iamgan", "iamgan", "IAMGAN"), ("mfgan", "mfgan", "MFGAN")]
+#: Table III rows: (family, variant, label); the full MFGAN is variant ``mfgan`` only.
+T3_VARIANTS = [("cyclegan", "cyclegan", "CycleGAN"), ("mfgan", "mfgan-no-inv", "w/o L_inv"),
+               ("mfgan", "mfgan-no-cor", "w/o λ_cor"), ("mfgan", "mfgan-no-sty", "w/o L_sty"),
+               ("mfgan", "mfgan", "All (MFGAN)")]
+TAR = tar_col(1e-3)  # the paper's TAR@FAR=1e-3 column
 
 #: Paper Table II (Mask-CelebA training data, RMFRD test): (generator, loss) -> (Acc, TAR@FAR=1e-3, Rank-5), in %.
 PAPER_TABLE2 = {
@@ -51,17 +58,13 @@ PAPER_TABLE3 = {
     "mfgan": (90.9, 78.4, 82.8, 0.838, 29.52, 21.73),
 }
 
-REC_COLS = [("acc", "Acc", True), ("tar_far_1e-3", "TAR@FAR=1e-3", True), ("rank5", "Rank-5", True)]
+REC_COLS = [("acc", "Acc", True), (TAR, "TAR@FAR=1e-3", True), ("rank5", "Rank-5", True)]
 QUAL_COLS = [("ssim", "SSIM", True), ("psnr", "PSNR", True), ("fid", "FID", False)]  # bool: higher is better
 
 
-def generator_label(value: object) -> str:
-    """The known generator name inside a free-form ``generator`` field ('' when none matches)."""
-    s = str(value or "").lower()
-    for g in KNOWN_GENERATORS:
-        if g in s:
-            return g
-    return s
+def _of_generator(df: pd.DataFrame, family: str, variant: str) -> pd.DataFrame:
+    """The rows whose generator identity is exactly (family, variant): no substring or prefix matching."""
+    return df[(df["generator"] == variant) & (df["generator_family"] == family)]
 
 
 def _latest(df: pd.DataFrame) -> pd.Series | None:
@@ -90,56 +93,82 @@ def _table(rows: list[dict], cols: list[tuple[str, str, bool]]) -> pd.DataFrame:
     return df
 
 
+def _eval_source(r: pd.Series | None) -> dict:
+    """Where a cell's recognizer numbers come from (empty when the cell is missing)."""
+    keys = ("eval_id", "model", "model_path", "generator_hash", "acc_protocol")
+    return {k: (str(r[k]) if r is not None and k in r.index else "") for k in keys}
+
+
+def _unlabelled(rows: pd.DataFrame, variants: set[str]) -> list[str]:
+    """Rows naming a table generator without its family: written before identity records; never matched."""
+    old = rows[rows["generator"].isin(variants) & (rows["generator_family"] == "")]
+    if old.empty:
+        return []
+    return [f"{len(old)} row(s) of generator(s) {sorted(set(old['generator']))} have no generator_family (written "
+            "before generator identity records) and fill no cell: re-run train-fr / quality on regenerated data"]
+
+
+def _store_frame(results: pd.DataFrame) -> pd.DataFrame:
+    df = results.copy()
+    for c in ("generator", "generator_family", "loss", "benchmark", "kind"):
+        df[c] = df[c].fillna("").astype(str) if c in df else ""
+    return df
+
+
 def build_table2(results: pd.DataFrame, *, benchmark: str = "rmfrd") -> tuple[pd.DataFrame, list[str]]:
     """Rows of Table II and the list of missing cells."""
-    ev = results[(results["kind"] == "eval") & (results["benchmark"] == benchmark)].copy()
-    ev["gen"] = ev["generator"].map(generator_label)
-    ev["lossn"] = ev["loss"].astype(str).str.lower()
-    keys = [(g, lo) for g, _ in T2_GENERATORS for lo, _ in LOSSES]
-    extra = sorted({(g, lo) for g, lo in zip(ev.gen, ev.lossn)} - set(keys))
+    res = _store_frame(results)
+    ev = res[(res["kind"] == "eval") & (res["benchmark"] == benchmark)].copy()
+    ev["lossn"] = ev["loss"].str.lower()
+    keys = [(f, v, lab, lo) for f, v, lab in T2_GENERATORS for lo, _ in LOSSES]
+    known = {(f, v, lo) for f, v, _, lo in keys}
+    found = {(f, v, lo) for f, v, lo in zip(ev["generator_family"], ev["generator"], ev["lossn"]) if f}
+    extra = [(f, v, v, lo) for f, v, lo in sorted(found - known)]
     rows, missing = [], []
-    for g, lo in keys + extra:
-        r = _latest(ev[(ev.gen == g) & (ev.lossn == lo)])
-        row = {"generator": dict(T2_GENERATORS).get(g, g), "loss": dict(LOSSES).get(lo, lo)}
+    for fam, var, label, lo in keys + extra:
+        r = _latest(_of_generator(ev, fam, var)[lambda d: d.lossn == lo])
+        row = {"generator": label, "loss": dict(LOSSES).get(lo, lo), "variant": var, "family": fam}
         if r is None:
             missing.append(f"{row['generator']} / {row['loss']}: no eval row on {benchmark}")
-        for c in ("acc", "acc_std", "tar_far_1e-3", "tar_far_1e-3_lo", "tar_far_1e-3_hi", "rank5", "rank5_lo",
-                  "rank5_hi", "coverage"):
+        for c in ("acc", "acc_std", TAR, tar_col(1e-3, "lo"), tar_col(1e-3, "hi"), "rank5", "rank5_lo", "rank5_hi",
+                  "coverage"):
             row[c] = _num(r[c]) if r is not None else float("nan")
-        row["eval_id"] = r["eval_id"] if r is not None else ""
-        row["paper_acc"], row["paper_tar_far_1e-3"], row["paper_rank5"] = PAPER_TABLE2.get((g, lo), (np.nan,) * 3)
+        row.update(_eval_source(r))
+        row["paper_acc"], row[f"paper_{TAR}"], row["paper_rank5"] = PAPER_TABLE2.get((var, lo), (np.nan,) * 3)
         rows.append(row)
-    return _table(rows, REC_COLS), missing
+    return _table(rows, REC_COLS), missing + _unlabelled(ev, {v for _, v, _ in T2_GENERATORS})
 
 
 def build_table3(results: pd.DataFrame, *, benchmark: str = "rmfrd", loss: str = "arcface"
                  ) -> tuple[pd.DataFrame, list[str]]:
     """Rows of Table III and the list of missing cells."""
-    ev = results[(results["kind"] == "eval") & (results["benchmark"] == benchmark)].copy()
-    ev["gen"] = ev["generator"].map(generator_label)
-    ev = ev[ev["loss"].astype(str).str.lower() == loss]
-    q = results[results["kind"] == "quality"].copy()
-    q["gen"] = q["generator"].map(generator_label)
+    res = _store_frame(results)
+    ev = res[(res["kind"] == "eval") & (res["benchmark"] == benchmark)]
+    ev = ev[ev["loss"].str.lower() == loss]
+    q = res[res["kind"] == "quality"]
     rows, missing = [], []
-    for g, label in T3_VARIANTS:
-        r = _latest(ev[ev.gen == g])
-        qr = _latest(q[q.gen == g])
-        row = {"variant": label, "generator": g}
+    for fam, var, label in T3_VARIANTS:
+        r = _latest(_of_generator(ev, fam, var))
+        qr = _latest(_of_generator(q, fam, var))
+        row = {"variant": label, "generator": var, "family": fam}
         if r is None:
             missing.append(f"{label}: no {loss} eval row on {benchmark}")
         if qr is None:
             missing.append(f"{label}: no quality row")
-        for c in ("acc", "acc_std", "tar_far_1e-3", "rank5"):
+        for c in ("acc", "acc_std", TAR, "rank5"):
             row[c] = _num(r[c]) if r is not None else float("nan")
         for c in ("ssim", "psnr", "fid", "kid", "identity_cos", "n_images"):
             row[c] = _num(qr[c]) if qr is not None else float("nan")
-        row["eval_id"] = r["eval_id"] if r is not None else ""
-        row["quality_id"] = qr["eval_id"] if qr is not None else ""
-        p = PAPER_TABLE3[g]
-        for c, v in zip(("paper_acc", "paper_tar_far_1e-3", "paper_rank5", "paper_ssim", "paper_psnr", "paper_fid"), p):
+        row.update(_eval_source(r))
+        row["quality_id"] = str(qr["eval_id"]) if qr is not None else ""
+        row["quality_data"] = str(qr["quality_data"]) if qr is not None else ""
+        row["quality_generator_hash"] = str(qr["generator_hash"]) if qr is not None else ""
+        for c, v in zip(("paper_acc", f"paper_{TAR}", "paper_rank5", "paper_ssim", "paper_psnr", "paper_fid"),
+                        PAPER_TABLE3[var]):
             row[c] = v
         rows.append(row)
-    return _table(rows, REC_COLS + QUAL_COLS), missing
+    variants = {v for _, v, _ in T3_VARIANTS}
+    return _table(rows, REC_COLS + QUAL_COLS), missing + _unlabelled(pd.concat([ev, q]), variants)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -160,14 +189,14 @@ def _cells(row: pd.Series, table: str, with_paper: bool) -> list[tuple[str, str,
     """(header, text, is_best) for each displayed cell of ``row``."""
     best = set(str(row["best_in"]).split(";"))
     out = [("Acc", _pct(row["acc"], row.get("acc_std")), "acc" in best),
-           ("TAR@FAR=1e-3", _pct(row["tar_far_1e-3"]), "tar_far_1e-3" in best),
+           ("TAR@FAR=1e-3", _pct(row[TAR]), TAR in best),
            ("Rank-5", _pct(row["rank5"]), "rank5" in best)]
     if table == "table3":
         out += [("SSIM", _plain(row["ssim"], 3), "ssim" in best), ("PSNR (dB)", _plain(row["psnr"], 2), "psnr" in best),
                 ("FID", _plain(row["fid"], 2), "fid" in best)]
     if with_paper:
         out += [("paper Acc", _plain(row["paper_acc"], 1), False),
-                ("paper TAR@FAR=1e-3", _plain(row["paper_tar_far_1e-3"], 1), False),
+                ("paper TAR@FAR=1e-3", _plain(row[f"paper_{TAR}"], 1), False),
                 ("paper Rank-5", _plain(row["paper_rank5"], 1), False)]
         if table == "table3":
             out += [("paper SSIM", _plain(row["paper_ssim"], 3), False), ("paper PSNR", _plain(row["paper_psnr"], 2),
@@ -182,16 +211,37 @@ def _keys(row: pd.Series, table: str) -> list[tuple[str, str]]:
     return [("Method", str(row["variant"]))]
 
 
+def _source_note(row: pd.Series, table: str) -> str:
+    """One line naming the rows a table row's cells came from and the accuracy protocol of its Acc cell."""
+    parts = []
+    if row.get("eval_id"):
+        run = row.get("model_path") or row.get("model") or "?"
+        parts.append(f"eval `{row['eval_id']}` (recognizer {run}; training-data generator `{row['variant']}` "
+                     f"family `{row['family']}` hash `{row.get('generator_hash') or '-'}`); "
+                     f"Acc protocol: {row.get('acc_protocol') or 'not stated'}")
+    if table == "table3" and row.get("quality_id"):
+        parts.append(f"quality `{row['quality_id']}` (set {row.get('quality_data') or '?'}, generator hash "
+                     f"`{row.get('quality_generator_hash') or '-'}`)")
+    return "; ".join(parts)
+
+
 def to_markdown(df: pd.DataFrame, table: str, *, with_paper: bool, title: str, missing: list[str]) -> str:
+    """The table with a Source column: ``[n]`` points to the note naming the cell's rows and Acc protocol."""
     lines = [f"## {title}", ""]
     heads = [h for h, _ in _keys(df.iloc[0], table)] + [h for h, _, _ in _cells(df.iloc[0], table, with_paper)]
-    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    lines += ["| " + " | ".join(heads + ["Source"]) + " |", "|" + "---|" * (len(heads) + 1)]
+    notes = []
     for _, r in df.iterrows():
         cells = [t for _, t in _keys(r, table)] + [f"**{t}**" if b and t else t for _, t, b in
                                                   _cells(r, table, with_paper)]
-        lines.append("| " + " | ".join(cells) + " |")
+        note = _source_note(r, table)
+        if note:
+            notes.append(f"[{len(notes) + 1}] {note}")
+        lines.append("| " + " | ".join(cells + [f"[{len(notes)}]" if note else ""]) + " |")
     lines += ["", "Rates in %, Acc as mean ± std over folds; **bold** = best measured value per column; empty = "
-                  "not measured."]
+                  "not measured. Each cell holds the latest row of exactly that generator variant."]
+    if notes:
+        lines += ["", "Sources:", ""] + [f"- {n}" for n in notes]
     if missing:
         lines += ["", f"Missing cells ({len(missing)}):", ""] + [f"- {m}" for m in missing]
     return "\n".join(lines) + "\n"
@@ -225,13 +275,15 @@ def _breakdown_md(results: pd.DataFrame, bd: pd.DataFrame, benchmark: str) -> st
     if m.empty:
         return ""
     lines = [f"## Breakdown on {benchmark} (by pair type and mask type)", "",
-             "| model | generator | loss | subset | genuine | impostor | Acc | TAR@FAR=1e-3 | probes | Rank-1 | Rank-5 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | generator | loss | subset | genuine | impostor | Acc | Acc protocol | TAR@FAR=1e-3 | probes "
+             "| Rank-1 | Rank-5 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in m.iterrows():
         n = lambda v: "" if pd.isna(v) else str(int(v))  # noqa: E731
-        lines.append(f"| {r['model']} | {generator_label(r['generator'])} | {r['loss']} | {r['subset']} | "
-                     f"{n(r['n_genuine'])} | {n(r['n_impostor'])} | {_pct(_num(r['acc']))} | "
-                     f"{_pct(_num(r['tar_far_1e-3']))} | {n(r['n_probes'])} | {_pct(_num(r['rank1']))} | "
+        proto = "" if pd.isna(r["acc_protocol"]) else r["acc_protocol"]
+        lines.append(f"| {r['model']} | {r['generator']} | {r['loss']} | {r['subset']} | "
+                     f"{n(r['n_genuine'])} | {n(r['n_impostor'])} | {_pct(_num(r['acc']))} | {proto} | "
+                     f"{_pct(_num(r[TAR]))} | {n(r['n_probes'])} | {_pct(_num(r['rank1']))} | "
                      f"{_pct(_num(r['rank5']))} |")
     return "\n".join(lines) + "\n"
 
@@ -240,7 +292,6 @@ def write_reports(results_dir: str | os.PathLike = "results", out_dir: str | os.
                   benchmark: str = "rmfrd", loss: str = "arcface", with_paper: bool = False) -> dict:
     """Write ``table2``/``table3`` as CSV, Markdown and LaTeX; return paths and missing cells."""
     from mfrbench.imageio import atomic_write_bytes
-
     from mfrbench.results import store_paths
 
     res = read_results(results_dir)

@@ -11,6 +11,17 @@
     The ROC (log-FAR axis) and CMC of each evaluation, named in the row.
 ``results/protocols/<benchmark>-<id>/``
     The protocol files each row's ``protocol_id`` points to.
+
+Rows are typed: :class:`EvalRow`, :class:`QualityRow` and :class:`BreakdownRow` are frozen
+dataclasses built from ordered column groups, so :data:`COLUMNS` (the file order) and the row
+classes cannot drift apart. The TAR columns of all three come from the one :data:`FARS` list
+(:func:`tar_col` spells them); a new FAR target is one edit here, not five. Writers may still pass
+plain dicts keyed by column name; either way a column outside the row's kind is an error.
+
+Generator columns (every row): ``generator`` (the identity's variant, e.g. ``mfgan-no-inv``),
+``generator_family`` and ``generator_hash``, from the masked manifest's identity record
+(:func:`mfrbench.generate.read_generator_identity`): for ``eval`` rows that of the recognizer's
+training data, for ``quality`` rows that of the measured set.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import datetime as _dt
 import io
 import os
 import uuid
+from dataclasses import field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +42,80 @@ from mfrbench.errors import MfrbenchError
 EVALS = "evals.csv"
 BREAKDOWN = "breakdown.csv"
 
+#: The FAR operating points of every evaluation: each gives the ``tar_far_<far>`` columns (+ ``_lo`` / ``_hi``).
+FARS = (1e-4, 1e-3, 1e-2)
+
+
+def far_label(far: float) -> str:
+    """``1e-3`` for 0.001: the spelling of a FAR in column names and table headers."""
+    return f"{far:.0e}".replace("e-0", "e-")
+
+
+def tar_col(far: float, bound: str = "") -> str:
+    """Column of TAR at ``far`` (``bound`` ``"lo"`` / ``"hi"``: its 95 % CI ends), e.g. ``tar_far_1e-3_lo``."""
+    return f"tar_far_{far_label(far)}" + (f"_{bound}" if bound else "")
+
+
+def _tar_fields(ci: bool) -> list[tuple[str, type]]:
+    return [(tar_col(f, b), float) for f in FARS for b in (("", "lo", "hi") if ci else ("",))]
+
+
+# Column groups, in file order. A row class is a frozen dataclass over some groups; the evals.csv header
+# is the union (COLUMNS), so eval and quality rows share one file.
+_ID = [("eval_id", str), ("kind", str), ("time", str)]
+_MODEL = [("model", str), ("model_path", str), ("backbone", str), ("loss", str), ("embedding_dim", int),
+          ("train_data", str), ("generator", str), ("generator_family", str), ("generator_hash", str),
+          ("config_hash", str)]
+_VERIFY = [("benchmark", str), ("protocol_id", str), ("root", str), ("metric", str), ("flip", bool),
+           ("gallery_rule", str), ("n_genuine", int), ("n_impostor", int), ("n_duplicates", int), ("acc", float),
+           ("acc_std", float), ("acc_protocol", str), ("ci_method", str), *_tar_fields(ci=True), ("auc", float),
+           ("eer", float), ("rank1", float), ("rank1_lo", float), ("rank1_hi", float), ("rank5", float),
+           ("rank5_lo", float), ("rank5_hi", float), ("n_probes", int), ("n_gallery_ids", int),
+           ("n_distractors", int), ("coverage", float), ("detect_rate", float), ("fallback", str)]
+_QUALITY = [("ssim", float), ("psnr", float), ("fid", float), ("kid", float), ("kid_std", float),
+            ("identity_cos", float), ("n_images", int), ("n_real", int), ("quality_data", str),
+            ("quality_protocol", str), ("nonmask_source", str)]
+_TAIL = [("notes", str), ("roc_png", str), ("cmc_png", str), ("seconds", float), ("tool_version", str)]
+_BREAKDOWN = [("eval_id", str), ("benchmark", str), ("subset", str), ("n_genuine", int), ("n_impostor", int),
+              ("acc", float), ("acc_protocol", str), *_tar_fields(ci=False), ("auc", float), ("n_probes", int),
+              ("rank1", float), ("rank5", float)]
+
+
+def _row_class(name: str, doc: str, groups: list[tuple[str, type]]) -> type:
+    """A frozen dataclass with one optional field per column (``None`` = empty cell, i.e. not measured).
+
+    Field names are identifiers (``tar_far_1e_3``); each field's ``metadata["column"]`` is its CSV
+    column (``tar_far_1e-3``), see :func:`row_columns`.
+    """
+    cls = make_dataclass(name, [(n.replace("-", "_"), t | None, field(default=None, metadata={"column": n}))
+                                for n, t in groups], frozen=True)
+    cls.__doc__ = doc
+    cls.__module__ = __name__
+    return cls
+
+
+def row_columns(cls: type) -> list[str]:
+    """The CSV columns of a row class, in field order."""
+    return [f.metadata["column"] for f in fields(cls)]
+
+
+#: One ``mfrbench eval`` row (``kind='eval'``): the recognizer, the benchmark and its metrics.
+EvalRow = _row_class("EvalRow", "One evaluation of a recognizer on a benchmark (kind='eval').",
+                     _ID + _MODEL + _VERIFY + _TAIL)
+#: One ``mfrbench quality`` row (``kind='quality'``): the generated set's identity and image-quality metrics.
+QualityRow = _row_class("QualityRow", "One image-quality measurement of a generated masked set (kind='quality').",
+                        _ID + _MODEL + _QUALITY + _TAIL)
+#: One ``breakdown.csv`` row: an evaluation's numbers on one subset (pair type, mask type, all-pairs set).
+BreakdownRow = _row_class("BreakdownRow", "One evaluation's numbers on one subset of its benchmark.", _BREAKDOWN)
+ROW_CLASSES = {"eval": EvalRow, "quality": QualityRow}
+
 #: Column order of ``evals.csv`` (documented in ``results/README.md``).
-COLUMNS = [
-    "eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "embedding_dim", "train_data",
-    "generator", "generator_family", "generator_hash", "config_hash", "benchmark", "protocol_id", "root", "metric", "flip", "gallery_rule",
-    "n_genuine", "n_impostor", "n_duplicates", "acc", "acc_std", "acc_protocol", "ci_method",
-    "tar_far_1e-4", "tar_far_1e-4_lo", "tar_far_1e-4_hi",
-    "tar_far_1e-3", "tar_far_1e-3_lo", "tar_far_1e-3_hi",
-    "tar_far_1e-2", "tar_far_1e-2_lo", "tar_far_1e-2_hi",
-    "auc", "eer", "rank1", "rank1_lo", "rank1_hi", "rank5", "rank5_lo", "rank5_hi",
-    "n_probes", "n_gallery_ids", "n_distractors", "coverage", "detect_rate", "fallback",
-    "ssim", "psnr", "fid", "kid", "kid_std", "identity_cos", "n_images", "n_real", "quality_data", "quality_protocol", "nonmask_source",
-    "notes", "roc_png", "cmc_png", "seconds", "tool_version",
-]
-BREAKDOWN_COLUMNS = ["eval_id", "benchmark", "subset", "n_genuine", "n_impostor", "acc", "acc_protocol",
-                     "tar_far_1e-4", "tar_far_1e-3", "tar_far_1e-2", "auc", "n_probes", "rank1", "rank5"]
+COLUMNS = [n for n, _ in _ID + _MODEL + _VERIFY + _QUALITY + _TAIL]
+BREAKDOWN_COLUMNS = [n for n, _ in _BREAKDOWN]
+#: The metric columns of a breakdown row (what an evaluation fills per subset).
+BREAKDOWN_METRICS = [c for c in BREAKDOWN_COLUMNS if c not in ("eval_id", "benchmark", "subset")]
+#: Columns read back as text (never parsed as numbers: hashes like ``1e10`` stay strings).
+TEXT_COLUMNS = sorted({n for n, t in _ID + _MODEL + _VERIFY + _QUALITY + _TAIL if t is str})
 
 
 def store_paths(results: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -104,12 +175,36 @@ def _append(path: Path, columns: list[str], rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def append_row(results_dir: str | os.PathLike, row: dict, breakdown: list[dict] | None = None) -> Path:
-    """Append one row (and its breakdown rows) to the store; return the ``evals.csv`` path."""
+def _as_dict(row: object) -> dict:
+    """A row given as a dict or as a row dataclass (its ``None`` fields are empty cells)."""
+    if is_dataclass(row) and not isinstance(row, type):
+        return {f.metadata["column"]: getattr(row, f.name) for f in fields(row) if getattr(row, f.name) is not None}
+    return dict(row)  # type: ignore[call-overload]
+
+
+def _check_kind(row: dict) -> None:
+    """A row of a known kind holds only its row class's columns (an eval row has no ``ssim``, ...)."""
+    cls = ROW_CLASSES.get(row.get("kind"))
+    if cls is not None:
+        unknown = sorted(set(row) - set(row_columns(cls)))
+        if unknown:
+            raise ValueError(f"Expected {cls.__name__} columns in a kind={row['kind']!r} row, but got unknown "
+                             f"{unknown}")
+
+
+def append_row(results_dir: str | os.PathLike, row: "dict | EvalRow | QualityRow",
+               breakdown: "list[dict | BreakdownRow] | None" = None) -> Path:
+    """Append one row (and its breakdown rows) to the store; return the ``evals.csv`` path.
+
+    Rows are dicts or row dataclasses (:class:`EvalRow`, :class:`QualityRow`, :class:`BreakdownRow`);
+    a column outside the row's kind or the file's schema is an error, never a silent new column.
+    """
+    row = _as_dict(row)
+    _check_kind(row)
     _, path, bd = store_paths(results_dir)
     _append(path, COLUMNS, [row])
     if breakdown:
-        _append(bd, BREAKDOWN_COLUMNS, [{"eval_id": row["eval_id"], **b} for b in breakdown])
+        _append(bd, BREAKDOWN_COLUMNS, [{"eval_id": row["eval_id"], **_as_dict(b)} for b in breakdown])
     return path
 
 
@@ -118,12 +213,8 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
     path = store_paths(results_dir)[1]
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    text = ("eval_id", "kind", "time", "model", "model_path", "backbone", "loss", "train_data", "generator",
-            "config_hash", "benchmark", "protocol_id", "root", "metric", "acc_protocol", "fallback", "quality_data",
-            "generator_family", "generator_hash", "ci_method", "quality_protocol", "nonmask_source",
-            "notes", "roc_png", "cmc_png", "tool_version", "gallery_rule")
-    df = pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
-    for c in text:
+    df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
+    for c in TEXT_COLUMNS:
         if c in df:
             df[c] = df[c].fillna("")
     if kind is not None:
@@ -132,6 +223,7 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
 
 
 def read_breakdown(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """All rows of ``breakdown.csv`` (empty frame with :data:`BREAKDOWN_COLUMNS` when there is none)."""
     path = store_paths(results_dir)[2]
     if not path.is_file():
         return pd.DataFrame(columns=BREAKDOWN_COLUMNS)

@@ -10,13 +10,31 @@ from click.testing import CliRunner
 
 from mfrbench.cli import cli
 from mfrbench.errors import MfrbenchError
-from mfrbench.reports import PAPER_TABLE2, PAPER_TABLE3, build_table2, build_table3, generator_label, write_reports
-from mfrbench.results import COLUMNS, append_row, read_results
+from mfrbench.reports import PAPER_TABLE2, PAPER_TABLE3, build_table2, build_table3, write_reports
+from mfrbench.results import (
+    BREAKDOWN_COLUMNS,
+    COLUMNS,
+    FARS,
+    EvalRow,
+    QualityRow,
+    append_row,
+    read_results,
+    row_columns,
+    tar_col,
+)
+
+#: The family of each variant the tests use (what the masked manifest's identity record says).
+FAMILY = {"mtf": "mtf", "iamgan": "iamgan", "cyclegan": "cyclegan", "mfgan": "mfgan", "mfgan-no-inv": "mfgan",
+          "mfgan-no-cor": "mfgan", "mfgan-no-sty": "mfgan"}
 
 
 def _row(eid, gen, loss, acc, tar, r5, *, bench="rmfrd", time="2026-01-01T00:00:00", kind="eval", **kw):
-    return {"eval_id": eid, "kind": kind, "time": time, "model": f"m-{eid}", "generator": gen, "loss": loss,
-            "benchmark": bench, "acc": acc, "acc_std": 0.01, "tar_far_1e-3": tar, "rank5": r5, **kw}
+    base = {"eval_id": eid, "kind": kind, "time": time, "model": f"m-{eid}", "generator": gen,
+            "generator_family": FAMILY.get(gen, gen), "generator_hash": f"h-{gen}"}
+    if kind == "quality":
+        return {**base, **kw}
+    return {**base, "loss": loss, "benchmark": bench, "acc": acc, "acc_std": 0.01, "tar_far_1e-3": tar, "rank5": r5,
+            "acc_protocol": "10-fold by probe identity", **kw}
 
 
 def test_store_appends_and_keeps_nan(tmp_path):
@@ -40,10 +58,49 @@ def test_store_refuses_other_schema_and_unknown_columns(tmp_path):
         append_row(tmp_path / "new", {"eval_id": "y", "bogus": 1})
 
 
-def test_generator_label():
-    assert generator_label("mfgan-no-inv") == "mfgan-no-inv"
-    assert generator_label("{'name': 'mfgan', 'method': 'mfgan-no-sty'}") == "mfgan-no-sty"
-    assert generator_label("mtf") == "mtf" and generator_label("CycleGAN") == "cyclegan"
+def test_row_classes_and_columns_come_from_one_far_list():
+    """The TAR columns of evals.csv and breakdown.csv, and the row dataclasses, derive from FARS.
+
+    Before issue 11 ``tar_far_1e-*`` was spelled out in five files, so a new FAR target had to be
+    added in each (and evaluate's breakdown list could drift from the CSV schema)."""
+    tars = [c for c in COLUMNS if c.startswith("tar_far_")]
+    assert tars == [tar_col(f, b) for f in FARS for b in ("", "lo", "hi")]
+    assert [c for c in BREAKDOWN_COLUMNS if c.startswith("tar_far_")] == [tar_col(f) for f in FARS]
+    assert tar_col(1e-3, "lo") == "tar_far_1e-3_lo"
+    assert set(row_columns(EvalRow)) | set(row_columns(QualityRow)) == set(COLUMNS)
+    assert "ssim" not in row_columns(EvalRow) and "tar_far_1e-3" not in row_columns(QualityRow)
+
+
+def test_store_takes_row_dataclasses_and_refuses_columns_of_another_kind(tmp_path):
+    append_row(tmp_path, EvalRow(eval_id="a", kind="eval", time="t", generator="mtf", tar_far_1e_3=0.5))
+    df = read_results(tmp_path)
+    assert df.generator.tolist() == ["mtf"] and df["tar_far_1e-3"].tolist() == [0.5]
+    with pytest.raises(ValueError, match=r"Expected EvalRow columns in a kind='eval' row, but got unknown \['ssim'\]"):
+        append_row(tmp_path, {"eval_id": "b", "kind": "eval", "ssim": 0.9})
+
+
+def test_table2_mfgan_cell_takes_the_full_mfgan_row_never_an_ablation():
+    """Newer rows of an ablation and of mixed data must not fill Table II's MFGAN cell.
+
+    Before issue 11 the report matched substrings of the ``generator`` field against a list, so a
+    newer row of ``iamgan+mfgan`` data (label ``mfgan``) took the MFGAN cell, and ablation
+    recognizers were recorded as ``mfgan`` in the first place (``name`` read before ``method``)."""
+    res = pd.DataFrame([
+        _row("full", "mfgan", "arcface", 0.90, 0.78, 0.79, time="2026-01-01T00:00:00"),
+        _row("abl", "mfgan-no-inv", "arcface", 0.50, 0.40, 0.40, time="2026-03-01T00:00:00"),
+        _row("mix", "iamgan+mfgan", "arcface", 0.60, 0.50, 0.50, time="2026-04-01T00:00:00",
+             generator_family="iamgan+mfgan"),
+        _row("nofam", "mfgan", "arcface", 0.10, 0.10, 0.10, time="2026-05-01T00:00:00", generator_family=""),
+    ], columns=COLUMNS)
+    t2, missing = build_table2(res, benchmark="rmfrd")
+    cell = t2[(t2.generator == "MFGAN") & (t2.loss == "ArcFace")].iloc[0]
+    assert cell.eval_id == "full" and cell.acc == 0.90
+    others = t2[(t2.variant != "mfgan") & (t2.loss == "ArcFace")].set_index("variant")
+    assert others.loc["mfgan-no-inv"].eval_id == "abl" and others.loc["iamgan+mfgan"].eval_id == "mix"
+    assert any("have no generator_family" in m for m in missing)  # the pre-identity row fills nothing
+    t3, _ = build_table3(res, benchmark="rmfrd")
+    assert t3.set_index("generator").loc["mfgan"].eval_id == "full"
+    assert t3.set_index("generator").loc["mfgan-no-inv"].eval_id == "abl"
 
 
 def test_table2_latest_row_best_marked_missing_listed():
@@ -69,8 +126,9 @@ def test_table3_joins_eval_and_quality_rows():
     res = pd.DataFrame([
         _row("e1", "mfgan-no-sty", "arcface", 0.8, 0.7, 0.75),
         _row("e2", "mfgan-no-sty", "softmax", 0.9, 0.9, 0.9),  # other loss: not in Table III
-        _row("q1", "{'name': 'mfgan', 'method': 'mfgan-no-sty'}", "", None, None, None, kind="quality", ssim=0.8,
-             psnr=27.0, fid=30.0),
+        _row("q1", "mfgan-no-sty", "", None, None, None, kind="quality", ssim=0.8, psnr=27.0, fid=30.0),
+        _row("q0", "mfgan", "", None, None, None, kind="quality", ssim=0.1, psnr=1.0, fid=99.0,
+             time="2026-06-01T00:00:00"),  # newer, but the full MFGAN's: not the w/o L_sty row's
         _row("q2", "cyclegan", "", None, None, None, kind="quality", ssim=0.7, psnr=18.0, fid=60.0),
     ], columns=COLUMNS)
     t3, missing = build_table3(res, benchmark="rmfrd", loss="arcface")
@@ -93,7 +151,9 @@ def test_report_cli_writes_all_formats(tmp_path):
         for ext in ("csv", "md", "tex"):
             assert (tmp_path / "t" / f"{name}.{ext}").is_file()
     md = (tmp_path / "t" / "table2.md").read_text()
-    assert "| MFGAN | ArcFace | **90.0 ± 1.0** | **70.0** | **80.0** | 90.9 | 78.4 | 78.9 |" in md
+    assert "| MFGAN | ArcFace | **90.0 ± 1.0** | **70.0** | **80.0** | 90.9 | 78.4 | 78.9 | [1] |" in md
+    assert ("- [1] eval `a` (recognizer m-a; training-data generator `mfgan` family `mfgan` hash `h-mfgan`); "
+            "Acc protocol: 10-fold by probe identity") in md
     tex = (tmp_path / "t" / "table2.tex").read_text()
     assert "\\textbf{90.0 $\\pm$ 1.0}" in tex and "\\end{tabular}" in tex
     out = write_reports(tmp_path, tmp_path / "t2")

@@ -53,6 +53,7 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
     from mfrbench.recognizers.train import train
     from mfrbench.reports import write_reports
     from mfrbench.reports_data import manifest_report
+    from mfrbench.results import tar_col
     from mfrbench.viz import manifest_grid
 
     out = Path(out)
@@ -109,9 +110,9 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
         except (DataNotFoundError, MfrbenchError) as err:
             echo(f"[{bench}] skipped: {err}")
             continue
-        cells = [_fmt(row.get(k)) for k in ("acc", "tar_far_1e-3", "rank1", "rank5", "coverage")]
+        cells = [_fmt(row.get(k)) for k in ("acc", tar_col(1e-3), "rank1", "rank5", "coverage")]
         report.append(f"| {bench} | " + " | ".join(cells) + " |")
-        echo(f"[{bench}] " + ", ".join(f"{k}={_fmt(row.get(k))}" for k in ("acc", "tar_far_1e-3", "rank5")))
+        echo(f"[{bench}] " + ", ".join(f"{k}={_fmt(row.get(k))}" for k in ("acc", tar_col(1e-3), "rank5")))
     report.append("")
     times["eval"] = time.perf_counter() - t
 
