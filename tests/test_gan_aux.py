@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import jaccard_score
 
+from mfrbench.errors import MfrbenchError
 from mfrbench.generators.parts import PartsNet
 from mfrbench.generators.seg import PARTS, WEARING, WEARING_CLASS, UNet, iou_scores, split_groups
 
@@ -78,3 +82,70 @@ def test_iamgan_terms_pixel_and_feature(tmp_path):
     assert terms["pix"].item() == pytest.approx(expected, rel=1e-4)
     terms["feat"].backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def _toy_aux_data(n: int = 12, size: int = 32):
+    """Random crops with a box mask in the lower half; 6 identities (a held-out split exists)."""
+    from mfrbench.generators.seg import AuxData
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.zeros(n, size, size, dtype=torch.uint8)
+    maps[:, size // 2:, size // 4: 3 * size // 4] = 1
+    return AuxData(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g), maps,
+                   torch.ones(n, len(PARTS)), torch.zeros(n, dtype=torch.long),
+                   np.array([f"id{i % 6}" for i in range(n)]), [f"k{i}" for i in range(n)])
+
+
+@pytest.fixture()
+def toy_aux(monkeypatch):
+    """``train_aux`` on synthetic data: the loop, run folder and resume policy without the data kit."""
+    import mfrbench.generators.seg as seg_mod
+
+    monkeypatch.setattr(seg_mod, "load_aux_data", lambda masked, unmasked, size, max_images: _toy_aux_data(size=size))
+    return seg_mod.train_aux
+
+
+def _weights(run):
+    from mfrbench.generators.seg import load_seg
+
+    return load_seg(run).net.state_dict()
+
+
+def test_seg_killed_and_resumed_run_matches_the_uninterrupted_one(toy_aux, monkeypatch, tmp_path):
+    """A run killed after its step-3 checkpoint, resumed with no options: identical weights and history."""
+    import mfrbench.generators.seg as seg_mod
+
+    kw = dict(sets=["size=32", "base=4", "batch_size=4", "eval_every=3"], overrides={"steps": 6}, progress=False,
+              device="cpu")
+    full = toy_aux("seg", ["m"], tmp_path / "full", **kw)
+    step = seg_mod._aux_step
+
+    def killed_at_4(spec, net, opt, train, cfg, i, dev):
+        if i == 4:
+            raise KeyboardInterrupt
+        return step(spec, net, opt, train, cfg, i, dev)
+
+    monkeypatch.setattr(seg_mod, "_aux_step", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        toy_aux("seg", ["m"], tmp_path / "part", **kw)
+    monkeypatch.setattr(seg_mod, "_aux_step", step)
+    part = toy_aux("seg", [], tmp_path / "part", resume=True, progress=False, device="cpu")
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["step"] for h in part["history"]] == [3, 6]
+    assert json.dumps(part["history"]) == json.dumps(full["history"])       # (NaN != NaN; its JSON is equal)
+    assert part["config_hash"] == full["config_hash"]
+
+
+def test_seg_resume_refuses_a_changed_training_option_and_honours_run_control(toy_aux, tmp_path):
+    kw = dict(progress=False, device="cpu")
+    toy_aux("seg", ["m"], tmp_path / "r", sets=["size=32", "base=4", "batch_size=4"], overrides={"steps": 2}, **kw)
+    with pytest.raises(MfrbenchError, match=re.escape("was trained with aux.lr=0.001; this command asks for "
+                                                      "aux.lr=0.01 (a training option)")):
+        toy_aux("seg", [], tmp_path / "r", sets=["lr=0.01"], resume=True, **kw)
+    with pytest.raises(MfrbenchError, match="already holds a trained run; pass --resume"):
+        toy_aux("seg", ["m"], tmp_path / "r", **kw)
+    m = toy_aux("seg", [], tmp_path / "r", overrides={"steps": 4, "eval_every": 1}, resume=True, **kw)
+    assert [h["step"] for h in m["history"]] == [2, 3, 4]             # the new eval cadence, from step 2 on
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert saved["aux"]["steps"] == 4 and saved["aux"]["eval_every"] == 1 and saved["aux"]["size"] == 32

@@ -91,6 +91,30 @@ def test_config_hash_leaves_out_run_control_only():
     assert config_hash(saved) != config_hash(dataclasses.replace(saved, epochs=20))   # length changes the weights
 
 
+def test_cli_resume_refuses_a_changed_training_option_and_honours_run_control(crops, tmp_path):
+    """`train-fr --resume`: --lr differs -> one-line refusal naming both values; --epochs / --log-every are
+    honoured, and options not given again keep their saved values (here --workers 0, not the default 2)."""
+    out = tmp_path / "r"
+    first = ["train-fr", "--data", str(crops), "--backbone", TINY, "--embedding-dim", "32", "--head-arg", "s=16",
+             "--epochs", "1", "--batch-size", "8", "--workers", "0", "--val-identities", "2", "--out", str(out),
+             "--no-progress"]
+    assert CliRunner().invoke(cli, first).exit_code == 0
+    r = CliRunner().invoke(cli, ["train-fr", "--out", str(out), "--resume", "--lr", "0.5"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert f"--resume: {out} was trained with lr=0.1; this command asks for lr=0.5 (a training option)" in r.output
+    r = CliRunner().invoke(cli, ["train-fr", "--out", str(out), "--resume", "--data", str(tmp_path)])
+    assert r.exit_code != 0 and "was trained with data=" in r.output
+    r = CliRunner().invoke(cli, ["train-fr", "--out", str(out), "--resume", "--epochs", "2", "--log-every", "2"])
+    assert r.exit_code == 0, r.output
+    assert "finished: epoch 2, step 6" in r.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert (saved["epochs"], saved["log_every"], saved["workers"], saved["lr"]) == (2, 2, 0, 0.1)
+    log = pd.read_csv(out / "train_log.csv")
+    assert log["global_step"].tolist() == [3, 4, 6]       # log_every 10: epoch end only; then every 2nd step
+    with pytest.raises(MfrbenchError, match=re.escape("was trained with seed=0; this command asks for seed=3")):
+        train(dataclasses.replace(TrainConfig(**{**saved, "data": tuple(saved["data"])}), seed=3), resume=True)
+
+
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(crops, tmp_path):
     out = tmp_path / "nan"
     cfg = _cfg(crops, out, head="softmax", head_args={}, lr=1e12, clip_grad=None, warmup_epochs=0, ckpt_every=1,
