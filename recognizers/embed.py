@@ -99,15 +99,15 @@ def _torch_embedder(path: str | os.PathLike, device: str | None, batch_size: int
 
 
 def onnx_providers(device: str | None = None) -> list[str]:
-    """CUDA provider first when onnxruntime offers it, a GPU is visible and not ``device='cpu'``.
+    """CUDA provider first when onnxruntime offers it and :func:`~mfrbench.runs.choose_device` picks CUDA.
 
     onnxruntime-gpu lists ``CUDAExecutionProvider`` even on machines without a GPU, so the
-    list is checked against torch's view of CUDA as well, and the CPU provider always follows.
+    device is chosen by torch's view of CUDA (``--device cuda`` without one is an error, as for
+    PyTorch models), and the CPU provider always follows.
     """
     import onnxruntime as ort
 
-    want_cuda = device is None or str(device).startswith("cuda")
-    if want_cuda and "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+    if choose_device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
