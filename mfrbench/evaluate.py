@@ -1,15 +1,24 @@
 """``mfrbench eval``: score a recognizer on a benchmark protocol and append one results row.
 
-Pipeline: build the protocol (:mod:`mfrbench.protocols`, files written to
-``<results>/protocols/``) -> align (and mask) its images once, cached per protocol ->
-embed every image (cached per model) -> verification (explicit pair lists: k-fold accuracy,
-TAR@FAR with bootstrap CIs, AUC, EER; all-pairs sets: exact TAR@FAR from streamed counts) ->
-identification (Rank-1/Rank-5 with CIs, CMC) -> breakdowns (pair type, mask type) -> ROC/CMC
-plots -> one row in ``<results>/evals.csv`` (:mod:`mfrbench.results`).
+Steps of :func:`evaluate`, one function each:
 
-Every number states its coverage: the fraction of the protocol's pairs (or probes) whose
-images were usable; detection failures use the protocol's fallback (centre crop) and are
-counted in ``detect_rate``.
+1. :func:`prepare`: build the protocol (:mod:`mfrbench.protocols`, files written to
+   ``<results>/protocols/``), align (and mask) its images once, cached per protocol;
+2. :func:`embed`: embed every used image (cached per model); NaN/inf embeddings are an error
+   naming the images;
+3. :func:`verify`: pair lists give k-fold accuracy (thresholds from the other folds), TAR@FAR,
+   AUC, EER; all-pairs sets are streamed (block-wise matrix products into per-fold histograms):
+   exact TAR@FAR, held-out k-fold accuracy by probe identity, and, up to ``exact_limit`` pairs,
+   exact AUC/EER; breakdowns by pair type and mask type;
+4. :func:`identify`: Rank-1/Rank-5 and the CMC (masked probes vs the gallery);
+5. :func:`write`: ROC/CMC plots and one row in ``<results>/evals.csv`` (:mod:`mfrbench.results`).
+
+Confidence intervals resample identities (:mod:`mfrbench.metrics.bootstrap`), never pairs or
+probes; the row's ``ci_method`` says what was resampled and ``acc_protocol`` how accuracy was
+measured. Every number states its coverage: the fraction of the protocol's pairs (or probes)
+whose images were usable; detection failures use the protocol's fallback (centre crop) and are
+counted in ``detect_rate``. Images byte-identical to an image of another identity
+(``n_duplicates``) are kept out of impostor pairs.
 """
 
 from __future__ import annotations
@@ -29,11 +38,15 @@ import pandas as pd
 from mfrbench import __version__
 from mfrbench.errors import MfrbenchError
 from mfrbench.metrics import roc as R
-from mfrbench.metrics.identification import bootstrap_rank_ci, cmc_curve, identification_ranks, rank_k_accuracy
-from mfrbench.metrics.verification import pair_scores, verification_accuracy
+from mfrbench.metrics.bootstrap import bootstrap_rank_ci, bootstrap_tar_ci, ci_method
+from mfrbench.metrics.identification import cmc_curve, identification_ranks, rank_k_accuracy
+from mfrbench.metrics.verification import kfold_accuracy_from_histograms, pair_scores, verification_accuracy
 from mfrbench.results import BREAKDOWN_METRICS, FARS, far_label, tar_col
 
 log = logging.getLogger(__name__)
+
+#: Score bins of the streamed all-pairs histograms; held-out accuracy thresholds are their edges.
+HIST_BINS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -43,9 +56,9 @@ class EvalConfig:
     seed: int = 0
     flip: bool = True
     gallery_rule: str = "max"          # identification: best gallery image ("max") or mean template ("mean")
-    n_boot: int = 1000                 # bootstrap replicates for TAR@FAR and Rank-k CIs
+    n_boot: int = 1000                 # identity-bootstrap replicates for the TAR@FAR and Rank-k CIs
     fallback: str = "center"           # detection failure: centre crop, or "drop"
-    exact_limit: int = 5_000_000       # all-pairs sets up to this size keep scores (k-fold acc, bootstrap CI)
+    exact_limit: int = 5_000_000       # all-pairs sets up to this size keep scores (exact AUC/EER, bootstrap CI)
     allow_missing: bool = False
     protocol_kwargs: dict = field(default_factory=dict)
 
@@ -55,6 +68,16 @@ def default_cache_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- embeddings
+def check_finite_embeddings(emb: np.ndarray, paths: list[str], *, what: str = "the model") -> None:
+    """Refuse NaN/inf embeddings, naming the images: a NaN score compares False with every other
+    score, which made an all-NaN gallery a Rank-1 hit for every probe (Rank-1 = 100 %)."""
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        first = ", ".join(paths[i] for i in bad[:3])
+        raise MfrbenchError(f"{what} gives NaN or inf embeddings for {len(bad)} of {len(emb)} images (first: "
+                            f"{first}); check the model and these crops")
+
+
 def load_embeddings(path: str | os.PathLike, *, model_info: dict, keys: list[str]) -> np.ndarray:
     """Embeddings saved by :func:`embed_images`, checked against the model and the image list."""
     p = Path(path)
@@ -84,7 +107,9 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
 
     info = dict(model.info)
     if cache is not None and cache.is_file():
-        return load_embeddings(cache, model_info=info, keys=paths)
+        emb = load_embeddings(cache, model_info=info, keys=paths)
+        check_finite_embeddings(emb, paths, what=f"{info.get('model', 'the model')} (cached in {cache})")
+        return emb
     out = np.zeros((len(paths), model.embedding_dim), np.float32)
     bar = tqdm(total=len(paths), desc=f"embed ({info.get('model', 'model')})", unit="img", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
@@ -104,9 +129,11 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
         out[i:i + len(imgs)] = e
         bar.update(len(imgs))
     bar.close()
+    check_finite_embeddings(out, paths, what=str(info.get("model", "the model")))  # before a cache is written
     if cache is not None:
-        from mfrbench.imageio import atomic_write_bytes
         import io
+
+        from mfrbench.imageio import atomic_write_bytes
 
         buf = io.BytesIO()
         meta = {k: info.get(k) for k in ("model", "config_hash", "embedding_dim", "backbone")}
@@ -115,113 +142,301 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
     return out
 
 
-# --------------------------------------------------------------------------- metric blocks
-def _fmt_far(f: float) -> str:
-    return far_label(f)
+# --------------------------------------------------------------------------- step 1: prepare
+@dataclass
+class Prepared:
+    """The protocol and its images, aligned (and masked), with what is usable."""
+
+    proto: Any                 # mfrbench.protocols.Protocol
+    images: pd.DataFrame       # proto.images + crop_path, how
+    ok: np.ndarray             # per image: has a crop and some pair or split uses it
+    used: np.ndarray           # per image: some pair or split uses it
+    work: Path                 # the protocol's cache folder
+    detect_rate: float
+    notes: list[str]
 
 
+def _used_images(proto, n: int) -> np.ndarray:
+    """Images some pair or split refers to: only those are embedded."""
+    used = np.zeros(n, bool)
+    if proto.pairs is not None:
+        used[proto.pairs.a.to_numpy()] = used[proto.pairs.b.to_numpy()] = True
+    for ids in [proto.gallery, proto.probes] + [x for ap in proto.allpairs for x in (ap.probe, ap.gallery)]:
+        if ids is not None:
+            used[np.asarray(ids, np.int64)] = True
+    return used
+
+
+def _detection(images: pd.DataFrame, used: np.ndarray, fallback: str) -> tuple[float, list[str]]:
+    """(detect_rate, notes) over the used original (not protocol-masked) images."""
+    orig = (images.variant == "orig").to_numpy() & used
+    how = images.how[orig]
+    n_orig, n_det = int(orig.sum()), int((how == "detected").sum())
+    rate = n_det / n_orig if n_orig else float("nan")
+    if n_det == n_orig:
+        return rate, []
+    n_fb = int(how.str.startswith("fallback").sum())
+    return rate, [f"{n_orig - n_det} of {n_orig} images without a detected face: {n_fb} centre-cropped "
+                  f"(fallback {fallback}), {n_orig - n_det - n_fb} unusable"]
+
+
+def prepare(cfg: EvalConfig, results_dir: Path, cache_dir: Path, *, workers: int = 1, progress: bool = True
+            ) -> Prepared:
+    """Build and write the protocol, then align (and mask) the images it uses."""
+    from mfrbench.protocols import build_protocol, prepare_images
+
+    proto = build_protocol(cfg.benchmark, cfg.root, seed=cfg.seed, allow_missing=cfg.allow_missing or None,
+                           **cfg.protocol_kwargs)
+    proto.write(results_dir / "protocols")
+    images = prepare_images(proto, cache_dir, workers=workers, progress=progress, fallback=cfg.fallback)
+    used = _used_images(proto, len(images))
+    ok = (images.crop_path != "").to_numpy() & used
+    if not ok.any():
+        raise MfrbenchError(f"no usable image in benchmark {cfg.benchmark!r} (see {cache_dir})")
+    rate, notes = _detection(images, used, cfg.fallback)
+    return Prepared(proto, images, ok, used, cache_dir / f"{proto.name}-{proto.id}", rate, list(proto.notes) + notes)
+
+
+# --------------------------------------------------------------------------- step 2: embed
+def embed(model: Any, prep: Prepared, cfg: EvalConfig, *, progress: bool = True) -> np.ndarray:
+    """(n_images, D) embeddings; rows of unusable images stay zero and are never scored."""
+    info = dict(model.info)
+    cache = prep.work / f"emb-{info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
+    E = np.zeros((len(prep.images), model.embedding_dim), np.float32)
+    E[prep.ok] = embed_images(model, prep.images.crop_path[prep.ok].tolist(), flip=cfg.flip, cache=cache,
+                              progress=progress)
+    return E
+
+
+# --------------------------------------------------------------------------- step 3: verify
 def _summarise(caught, n_impostor: int) -> list[str]:
     """One short note for all FAR-resolution warnings, the others verbatim."""
     low = [f for f in FARS if n_impostor * f < R.MIN_IMPOSTORS_AT_FAR]
     msgs = sorted({str(w.message) for w in caught if not issubclass(w.category, R.FARResolutionWarning)})
     if low and n_impostor:
-        msgs.append(f"TAR@FAR={','.join(_fmt_far(f) for f in low)} rest(s) on < {R.MIN_IMPOSTORS_AT_FAR} impostor "
+        msgs.append(f"TAR@FAR={','.join(far_label(f) for f in low)} rest(s) on < {R.MIN_IMPOSTORS_AT_FAR} impostor "
                     f"pairs ({n_impostor} impostors, smallest non-zero FAR {1 / n_impostor:.2g}): read with the CI")
     return msgs
 
 
-def _verification_from_scores(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | None, *, balanced: bool,
-                              n_boot: int, seed: int) -> dict:
-    out: dict[str, Any] = {"n_genuine": int(same.sum()), "n_impostor": int((~same).sum())}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pts = R.operating_points(scores, same, far=FARS)
-        if out["n_genuine"] and out["n_impostor"]:
-            lo, hi = R.bootstrap_tar_ci(scores, same, far=FARS, n_boot=n_boot, seed=seed)
-            out["auc"], out["eer"] = R.roc_auc(scores, same), R.eer(scores, same)
-        else:
-            lo = hi = np.full(len(FARS), np.nan)
-    out["warnings"] = _summarise(caught, out["n_impostor"])
-    for f, t, a, b in zip(FARS, pts.tar, lo, hi):
-        out[tar_col(f)], out[tar_col(f, "lo")], out[tar_col(f, "hi")] = t, a, b
-    if folds is not None and len(np.unique(folds)) >= 2 and out["n_genuine"] and out["n_impostor"]:
-        acc = verification_accuracy(scores, same, folds=folds, balanced=balanced)
-        out["acc"], out["acc_std"] = acc.mean, acc.std
-        out["acc_protocol"] = f"{'balanced ' if balanced else ''}{len(np.unique(folds))}-fold"
-    fpr, tpr, _ = R.roc_curve(scores, same) if out["n_genuine"] and out["n_impostor"] else (None, None, None)
-    out["roc"] = (fpr, tpr)
+def _tar_fields(tar: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> dict:
+    nan = np.full(len(FARS), np.nan)
+    lo, hi = (nan, nan) if lo is None else (lo, hi)
+    out = {}
+    for f, t, a, b in zip(FARS, tar, lo, hi):
+        out[tar_col(f)], out[tar_col(f, "lo")], out[tar_col(f, "hi")] = float(t), float(a), float(b)
     return out
 
 
-def _allpairs(E: np.ndarray, ok: np.ndarray, images: pd.DataFrame, ap, metric: str, cfg: EvalConfig,
-              progress: bool) -> dict:
+def _tar_ci_note(n_boot: int, id_a: np.ndarray, id_b: np.ndarray) -> str:
+    return f"TAR@FAR: {ci_method(n_boot, what=f'{len(np.unique(np.r_[id_a, id_b]))} identities')}"
+
+
+def _verification_from_scores(scores: np.ndarray, same: np.ndarray, id_a: np.ndarray, id_b: np.ndarray,
+                              folds: np.ndarray | None, *, balanced: bool, n_boot: int, seed: int,
+                              acc_protocol: str) -> dict:
+    """Metrics of one explicit list of scored pairs; ``n_boot=0``: no CI (breakdown subsets)."""
+    out: dict[str, Any] = {"n_genuine": int(same.sum()), "n_impostor": int((~same).sum())}
+    both = out["n_genuine"] > 0 and out["n_impostor"] > 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pts = R.operating_points(scores, same, far=FARS)
+        lo = hi = None
+        if both:
+            if n_boot:
+                lo, hi = bootstrap_tar_ci(scores, same, id_a, id_b, far=FARS, n_boot=n_boot, seed=seed)
+                out["ci_method"] = _tar_ci_note(n_boot, id_a, id_b)
+            out["auc"], out["eer"] = R.roc_auc(scores, same), R.eer(scores, same)
+    out["warnings"] = _summarise(caught, out["n_impostor"])
+    out.update(_tar_fields(pts.tar, lo, hi))
+    if folds is not None and len(np.unique(folds)) >= 2 and both:
+        acc = verification_accuracy(scores, same, folds=folds, balanced=balanced)
+        out["acc"], out["acc_std"], out["acc_protocol"] = acc.mean, acc.std, acc_protocol
+    out["roc"] = R.roc_curve(scores, same)[:2] if both else (None, None)
+    return out
+
+
+def _pair_list_folds(pairs: pd.DataFrame, proto) -> tuple[np.ndarray, str]:
+    """The pair list's own folds, or 10 contiguous blocks of its order when it has one fold."""
+    src = Path(str(proto.meta.get("pairs_file", "pairs.txt"))).name
+    folds = pairs.fold.to_numpy()
+    if len(np.unique(folds)) >= 2:
+        n = len(np.unique(folds))
+        return folds, f"{n}-fold ({src} folds), threshold from the other {n - 1}"
+    folds = (np.arange(len(pairs)) * 10) // len(pairs)
+    n = len(np.unique(folds))
+    return folds, f"{n}-fold (contiguous blocks of {src}, which has no folds), threshold from the other {n - 1}"
+
+
+def _pair_subsets(pv: pd.DataFrame, images: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Breakdown subsets of a pair list: by pair type, and by the mask type of the one masked side."""
+    out = [(f"pair:{pt}", (pv.pair_type == pt).to_numpy()) for pt in sorted(pv.pair_type.unique())
+           if pv.pair_type.nunique() > 1]
+    mt, msk = images.mask_type.to_numpy(), images.is_masked.to_numpy()
+    a, b = pv.a.to_numpy(), pv.b.to_numpy()
+    side = np.where(msk[a] & ~msk[b], mt[a], np.where(msk[b] & ~msk[a], mt[b], ""))
+    out += [(f"mask:{t}", side == t) for t in sorted(set(side) - {""}) if (side == t).sum() >= 20]
+    return out
+
+
+def _verify_pair_list(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig
+                      ) -> tuple[dict, list[dict], dict[str, tuple]]:
+    """(main metrics, breakdown rows, ROC curves) of the protocol's explicit pair list."""
+    p, ids = prep.proto.pairs, prep.images.identity.to_numpy()
+    valid = prep.ok[p.a.to_numpy()] & prep.ok[p.b.to_numpy()]
+    pv = p[valid].reset_index(drop=True)
+    if len(pv) == 0:
+        raise MfrbenchError(f"benchmark {cfg.benchmark!r}: no pair has two usable images")
+    scores = pair_scores(E, pv.a.to_numpy(), pv.b.to_numpy(), metric=metric)
+    same = pv.is_same.to_numpy(bool)
+    if same.all() or not same.any():
+        raise MfrbenchError(f"benchmark {cfg.benchmark!r} has {int(same.sum())} genuine and "
+                            f"{int((~same).sum())} impostor pairs: verification needs both")
+    id_a, id_b = ids[pv.a.to_numpy()], ids[pv.b.to_numpy()]
+    folds, protocol = _pair_list_folds(pv, prep.proto)
+    main = _verification_from_scores(scores, same, id_a, id_b, folds, balanced=False, n_boot=cfg.n_boot,
+                                     seed=cfg.seed, acc_protocol=protocol)
+    main["coverage"] = float(valid.mean())
+    rocs, breakdown = {"pair list": main["roc"]}, []
+    for name, m in _pair_subsets(pv, prep.images):
+        sub = _verification_from_scores(scores[m], same[m], id_a[m], id_b[m], folds[m], balanced=False, n_boot=0,
+                                        seed=cfg.seed, acc_protocol=protocol)
+        breakdown.append(_breakdown_row(name, sub))
+        if name.startswith("pair:"):
+            rocs[name[5:]] = sub["roc"]
+    return main, breakdown, rocs
+
+
+def _allpairs_accuracy(st: R.StreamedROC) -> dict:
+    """Held-out balanced accuracy from the per-fold histograms (folds by probe identity)."""
+    if st.gen_fold_hist is None or len(st.gen_fold_hist) < 2:
+        return {}
+    acc = kfold_accuracy_from_histograms(st.gen_fold_hist, st.imp_fold_hist, edges=st.edges, balanced=True)
+    return {"acc": acc.mean, "acc_std": acc.std,
+            "acc_protocol": f"balanced accuracy, {len(st.gen_fold_hist)}-fold by probe identity, thresholds from "
+                            f"the other folds, histogram bins={len(st.gen_hist)}"}
+
+
+def _verify_allpairs(E: np.ndarray, prep: Prepared, ap, metric: str, cfg: EvalConfig, progress: bool) -> dict:
+    """Metrics of one all-pairs set, streamed; sets up to ``exact_limit`` pairs also keep their scores
+    for exact AUC/EER and the identity-bootstrap CI."""
+    images, ok = prep.images, prep.ok
     probe = np.array([i for i in ap.probe if ok[i]], np.int64)
     gallery = probe if ap.same_set else np.array([i for i in ap.gallery if ok[i]], np.int64)
     n_total = len(ap.probe) * (len(ap.probe) - 1) // 2 if ap.same_set else len(ap.probe) * len(ap.gallery)
     n_pairs = len(probe) * (len(probe) - 1) // 2 if ap.same_set else len(probe) * len(gallery)
-    ids = images.identity.to_numpy()
-    res: dict[str, Any] = {"coverage": n_pairs / n_total if n_total else float("nan")}
     if n_pairs == 0:
         raise MfrbenchError(f"all-pairs set {ap.name!r} has no usable pairs")
+    ids = images.identity.to_numpy()
+    dup = np.isin(images.image_id.to_numpy(), prep.proto.duplicates)
+    folds = images["fold"].to_numpy()[probe] if "fold" in images else None
     keep = n_pairs <= cfg.exact_limit
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         st = R.streamed_roc(E[probe], None if ap.same_set else E[gallery], ids[probe],
-                            None if ap.same_set else ids[gallery], metric=metric, far=FARS, keep_scores=keep,
-                            progress=progress and n_pairs > 5e7)
+                            None if ap.same_set else ids[gallery], metric=metric, far=FARS, n_bins=HIST_BINS,
+                            keep_scores=keep, progress=progress and n_pairs > 5e7, folds_a=folds,
+                            no_impostor_a=dup[probe], no_impostor_b=None if ap.same_set else dup[gallery])
     if st.n_genuine == 0 or st.n_impostor == 0:
         raise MfrbenchError(f"all-pairs set {ap.name!r} has {st.n_genuine} genuine and {st.n_impostor} impostor "
                             "pairs: verification needs both")
+    res: dict[str, Any] = {"coverage": n_pairs / n_total if n_total else float("nan"), "n_genuine": st.n_genuine,
+                           "n_impostor": st.n_impostor, **_allpairs_accuracy(st)}
+    notes = _summarise(caught, st.n_impostor)
     if keep:
-        scores, same = st.info["scores"], st.info["is_genuine"]
-        fold_of = images["fold"].to_numpy() if "fold" in images else None
-        if fold_of is not None:
-            if ap.same_set:
-                rows, _ = np.triu_indices(len(probe), k=1)
-            else:
-                rows = np.repeat(np.arange(len(probe)), len(gallery))
-            folds = fold_of[probe][rows]
-        else:
-            folds = None
-        # A replicate costs one pass over the distinct scores: cap the total work near 2e8.
-        n_boot = int(min(cfg.n_boot, max(100, 2e8 // max(len(scores), 1))))
-        res.update(_verification_from_scores(scores, same, folds, balanced=True, n_boot=n_boot, seed=cfg.seed))
-        if n_boot < cfg.n_boot:
-            res["warnings"].append(f"bootstrap CI from {n_boot} replicates ({len(scores):.3g} pairs)")
-        res["warnings"] = sorted(set(res["warnings"]) | set(_summarise(caught, res["n_impostor"])))
+        s, g = st.info["scores"], st.info["is_genuine"]
+        id_a, id_b = ids[probe][st.info["rows"]], ids[gallery][st.info["cols"]]
+        lo, hi = bootstrap_tar_ci(s, g, id_a, id_b, far=FARS, n_boot=cfg.n_boot, seed=cfg.seed)
+        res.update(_tar_fields(st.points.tar, lo, hi), auc=R.roc_auc(s, g), eer=R.eer(s, g),
+                   roc=R.roc_curve(s, g)[:2], ci_method=_tar_ci_note(cfg.n_boot, id_a, id_b))
     else:
-        res.update(n_genuine=st.n_genuine, n_impostor=st.n_impostor, warnings=_summarise(caught, st.n_impostor))
-        for f, t in zip(FARS, st.points.tar):
-            res[tar_col(f)] = t
-        res["auc"], _ = st.auc()
-        res["eer"] = st.eer()
-        res["acc"], _ = st.best_accuracy(balanced=True)
-        res["acc_protocol"] = "balanced, best threshold (streamed; optimistic)"
-        fpr, tpr, _ = st.roc()
-        res["roc"] = (fpr, tpr)
-        res["warnings"].append(f"{n_pairs:.3g} pairs: TAR@FAR exact from streamed counts, no bootstrap CI")
+        res.update(_tar_fields(st.points.tar), auc=st.auc()[0], eer=st.eer(), roc=st.roc()[:2],
+                   ci_method=f"TAR@FAR: no CI ({n_pairs:.3g} pairs, streamed)")
+        notes.append(f"{n_pairs:.3g} pairs: TAR@FAR exact from streamed counts, no bootstrap CI")
+    res["warnings"] = notes
     return res
 
 
-def _identification(E: np.ndarray, ok: np.ndarray, images: pd.DataFrame, proto, metric: str, cfg: EvalConfig
-                    ) -> dict:
+#: what an all-pairs set named by ``Protocol.far_set`` contributes to a row whose accuracy is the pair list's
+_FAR_KEYS = ("n_genuine", "n_impostor", "auc", "eer", "ci_method",
+             *(tar_col(f, b) for f in FARS for b in ("", "lo", "hi")))
+
+
+@dataclass
+class Verification:
+    fields: dict               # row columns
+    breakdown: list[dict]
+    rocs: dict[str, tuple]
+    notes: list[str]
+
+
+def verify(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig, *, progress: bool = True) -> Verification:
+    """Pair list and all-pairs sets; the row takes the pair list's numbers, TAR@FAR from
+    ``proto.far_set`` when the protocol names one (MFR2), else the first all-pairs set's."""
+    proto = prep.proto
+    main, breakdown, rocs = _verify_pair_list(E, prep, metric, cfg) if proto.pairs is not None else ({}, [], {})
+    sets = {ap.name: _verify_allpairs(E, prep, ap, metric, cfg, progress) for ap in proto.allpairs}
+    for name, res in sets.items():
+        rocs[name] = res["roc"]
+        breakdown.append(_breakdown_row(f"pair:{name}", res))
+    notes: list[str] = []
+    if not main and sets:
+        main = dict(next(iter(sets.values())))
+    if proto.pairs is not None and proto.far_set:
+        res = sets[proto.far_set]
+        main.update({k: res[k] for k in _FAR_KEYS if k in res})
+        main["warnings"] = res["warnings"]  # the pair list's few impostors no longer carry TAR@FAR
+        notes.append(f"TAR@FAR, AUC, EER from the {proto.far_set!r} set ({res['n_impostor']} impostor pairs); "
+                     "accuracy from the pair list")
+    fields = {k: v for k, v in main.items() if k not in ("roc", "warnings")}
+    return Verification(fields, breakdown, rocs, notes + main.get("warnings", []))
+
+
+def _breakdown_row(subset: str, v: dict) -> dict:
+    return {"subset": subset, **{k: v.get(k) for k in BREAKDOWN_METRICS}}
+
+
+# --------------------------------------------------------------------------- step 4: identify
+@dataclass
+class Identification:
+    fields: dict
+    breakdown: list[dict]
+    cmc: np.ndarray | None
+    notes: list[str]
+
+
+def identify(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig) -> Identification:
+    """Rank-1/Rank-5 (identity-bootstrap CIs over probe identities, gallery fixed), CMC, and
+    Rank-k by probe mask type."""
+    proto, images, ok = prep.proto, prep.images, prep.ok
+    none = Identification({}, [], None, [])
+    if proto.gallery is None or proto.probes is None or not len(proto.probes):
+        return none
     g = np.array([i for i in proto.gallery if ok[i]], np.int64)
     ids = images.identity.to_numpy()
     gal_ids = set(ids[g])
     p_all = np.asarray(proto.probes, np.int64)
     p = np.array([i for i in p_all if ok[i] and ids[i] in gal_ids], np.int64)
     if len(p) == 0 or len(g) == 0:
-        return {"n_probes": 0}
+        return none
     r = identification_ranks(E[p], ids[p], E[g], ids[g], metric=metric, rule=cfg.gallery_rule)
-    out = {"n_probes": len(p), "probe_coverage": len(p) / len(p_all), "n_gallery_ids": r.n_gallery_identities,
-           "n_distractors": r.n_distractors, "ranks": r.ranks, "probe_ids": p,
-           "cmc": cmc_curve(r.ranks, max_rank=min(20, r.n_gallery_identities))}
+    fields: dict[str, Any] = {"n_probes": len(p), "n_gallery_ids": r.n_gallery_identities,
+                              "n_distractors": r.n_distractors}
     for k in (1, 5):
-        out[f"rank{k}"] = rank_k_accuracy(r.ranks, k)
-        out[f"rank{k}_lo"], out[f"rank{k}_hi"] = bootstrap_rank_ci(r.ranks, k, n_boot=cfg.n_boot, seed=cfg.seed)
-    return out
+        fields[f"rank{k}"] = rank_k_accuracy(r.ranks, k)
+        fields[f"rank{k}_lo"], fields[f"rank{k}_hi"] = bootstrap_rank_ci(r.ranks, ids[p], k, n_boot=cfg.n_boot,
+                                                                         seed=cfg.seed)
+    fields["ci_method"] = (f"Rank-k: {ci_method(cfg.n_boot, what=f'{len(np.unique(ids[p]))} probe identities')}"
+                           " (gallery fixed)")
+    notes = [f"identification coverage {len(p) / len(p_all):.3f} of probes"] if len(p) < len(p_all) else []
+    pm = images.mask_type.to_numpy()[p]
+    breakdown = [{"subset": f"probe-mask:{t}", "n_probes": int((pm == t).sum()),
+                  "rank1": rank_k_accuracy(r.ranks[pm == t], 1), "rank5": rank_k_accuracy(r.ranks[pm == t], 5)}
+                 for t in sorted(set(pm)) if len(set(pm)) > 1 and (pm == t).sum() >= 10]
+    return Identification(fields, breakdown, cmc_curve(r.ranks, max_rank=min(20, r.n_gallery_identities)), notes)
 
 
+# --------------------------------------------------------------------------- step 5: plot and write
 def _plots(out_dir: Path, eval_id: str, title: str, rocs: dict[str, tuple], cmc: np.ndarray | None
            ) -> tuple[str, str]:
     import matplotlib
@@ -267,8 +482,49 @@ def _plots(out_dir: Path, eval_id: str, title: str, rocs: dict[str, tuple], cmc:
     return roc_png, cmc_png
 
 
-def _breakdown_row(subset: str, v: dict) -> dict:
-    return {"subset": subset, **{k: v.get(k) for k in BREAKDOWN_METRICS}}
+def _model_fields(info: dict) -> dict:
+    """The model's columns of a row (its training data's generator identity included)."""
+    row: dict[str, Any] = {}
+    # generator / generator_family / generator_hash: the identity of the model's training data (mfrbench.generate)
+    for k in ("model", "model_path", "backbone", "loss", "embedding_dim", "config_hash", "generator",
+              "generator_family", "generator_hash"):
+        row[k] = info.get(k, "")
+    td = info.get("train_data", "")
+    row["train_data"] = td if isinstance(td, str) else ";".join(map(str, td))
+    return row
+
+
+def _row(info: dict, metric: str, cfg: EvalConfig, prep: Prepared, ver: Verification, ident: Identification
+         ) -> dict:
+    """One evals.csv row from the steps' results (``ci_method`` joins what each CI resampled)."""
+    from mfrbench.results import new_eval_id, now_iso
+
+    row: dict[str, Any] = {"eval_id": new_eval_id(), "kind": "eval", "time": now_iso(), "benchmark": cfg.benchmark,
+                           "protocol_id": prep.proto.id, "root": str(prep.proto.root), "metric": metric,
+                           "flip": cfg.flip, "gallery_rule": cfg.gallery_rule, "fallback": cfg.fallback,
+                           "tool_version": __version__, **_model_fields(info), "detect_rate": prep.detect_rate,
+                           "n_duplicates": prep.proto.n_duplicate_files}
+    row.update(ver.fields)
+    row.update({k: v for k, v in ident.fields.items() if k != "ci_method"})
+    cis = [x for x in (ver.fields.get("ci_method"), ident.fields.get("ci_method")) if x]
+    row["ci_method"] = "; ".join(cis) if cis else ""
+    row["notes"] = " | ".join(dict.fromkeys(prep.notes + ver.notes + ident.notes))
+    return row
+
+
+def write(store: str | os.PathLike, row: dict, ver: Verification, ident: Identification, cfg: EvalConfig,
+          t0: float) -> dict:
+    """Plots, then the row and its breakdown rows appended to the store; the row is returned."""
+    from mfrbench.results import append_row, store_paths
+
+    title = f"{cfg.benchmark} | {row.get('model')} ({row['metric']}{', flip' if cfg.flip else ''})"
+    row["roc_png"], row["cmc_png"] = _plots(store_paths(store)[0] / "plots", row["eval_id"], title, ver.rocs,
+                                            ident.cmc)
+    row["seconds"] = round(time.time() - t0, 2)
+    breakdown = [{**b, "benchmark": cfg.benchmark} for b in ver.breakdown + ident.breakdown]
+    append_row(store, row, breakdown)
+    row["breakdown"] = breakdown
+    return row
 
 
 # --------------------------------------------------------------------------- entry point
@@ -281,138 +537,14 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     ``embedding_dim`` and ``metric``), used instead of loading ``model_spec``.
     """
     from mfrbench.embedders import load_model
-    from mfrbench.protocols import build_protocol, prepare_images
-    from mfrbench.results import append_row, new_eval_id, now_iso
-
     from mfrbench.results import store_paths
 
     t0 = time.time()
-    store = results_dir
-    results_dir = store_paths(store)[0]
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     model = model if model is not None else load_model(model_spec)
     metric = getattr(model, "metric", "cosine")
-    info = dict(model.info)
-    proto = build_protocol(cfg.benchmark, cfg.root, seed=cfg.seed, allow_missing=cfg.allow_missing or None,
-                           **cfg.protocol_kwargs)
-    proto.write(results_dir / "protocols")
-    images = prepare_images(proto, cache_dir, workers=workers, progress=progress, fallback=cfg.fallback)
-    ok = (images.crop_path != "").to_numpy().copy()
-    used = np.zeros(len(images), bool)  # embed only the images some pair or split refers to
-    if proto.pairs is not None:
-        used[proto.pairs.a.to_numpy()] = used[proto.pairs.b.to_numpy()] = True
-    for ids in [proto.gallery, proto.probes] + [x for ap in proto.allpairs for x in (ap.probe, ap.gallery)]:
-        if ids is not None:
-            used[np.asarray(ids, np.int64)] = True
-    ok &= used
-    if not ok.any():
-        raise MfrbenchError(f"no usable image in benchmark {cfg.benchmark!r} (see {cache_dir})")
-    work = cache_dir / f"{proto.name}-{proto.id}"
-    emb_cache = work / f"emb-{info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
-    E = np.zeros((len(images), model.embedding_dim), np.float32)
-    E[ok] = embed_images(model, images.crop_path[ok].tolist(), flip=cfg.flip, cache=emb_cache, progress=progress)
-
-    eval_id = new_eval_id()
-    row: dict[str, Any] = {"eval_id": eval_id, "kind": "eval", "time": now_iso(), "benchmark": cfg.benchmark,
-                           "protocol_id": proto.id, "root": str(proto.root), "metric": metric, "flip": cfg.flip,
-                           "gallery_rule": cfg.gallery_rule, "fallback": cfg.fallback, "tool_version": __version__}
-    # generator / generator_family / generator_hash: the identity of the model's training data (mfrbench.generate)
-    for k in ("model", "model_path", "backbone", "loss", "embedding_dim", "config_hash", "generator",
-              "generator_family", "generator_hash"):
-        row[k] = info.get(k, "")
-    td = info.get("train_data", "")
-    row["train_data"] = td if isinstance(td, str) else ";".join(map(str, td))
-    orig = images.variant == "orig"
-    orig = orig.to_numpy() & used
-    row["detect_rate"] = float((images.how[orig] == "detected").mean()) if orig.any() else float("nan")
-    notes = list(proto.notes)
-    n_orig, n_det = int(orig.sum()), int((images.how[orig] == "detected").sum())
-    if n_det < n_orig:
-        n_fb = int(images.how[orig].str.startswith("fallback").sum())
-        notes.append(f"{n_orig - n_det} of {n_orig} images without a detected face: {n_fb} centre-cropped "
-                     f"(fallback {cfg.fallback}), {n_orig - n_det - n_fb} unusable")
-    breakdown: list[dict] = []
-    rocs: dict[str, tuple] = {}
-
-    # Verification.
-    main: dict[str, Any] = {}
-    if proto.pairs is not None:
-        p = proto.pairs
-        valid = ok[p.a.to_numpy()] & ok[p.b.to_numpy()]
-        row["coverage"] = float(valid.mean())
-        pv = p[valid].reset_index(drop=True)
-        if len(pv) == 0:
-            raise MfrbenchError(f"benchmark {cfg.benchmark!r}: no pair has two usable images")
-        scores = pair_scores(E, pv.a.to_numpy(), pv.b.to_numpy(), metric=metric)
-        same = pv.is_same.to_numpy(bool)
-        if same.all() or not same.any():
-            raise MfrbenchError(f"benchmark {cfg.benchmark!r} has {int(same.sum())} genuine and "
-                                f"{int((~same).sum())} impostor pairs: verification needs both")
-        folds = pv.fold.to_numpy()
-        one_fold = len(np.unique(folds)) < 2
-        if one_fold:  # e.g. a one-fold pairs file: 10 contiguous blocks of the file order instead
-            folds = (np.arange(len(pv)) * 10) // len(pv)
-        main = _verification_from_scores(scores, same, folds, balanced=False, n_boot=cfg.n_boot, seed=cfg.seed)
-        if one_fold and "acc_protocol" in main:
-            main["acc_protocol"] += " (contiguous blocks: the pair list has one fold)"
-        rocs["all pairs"] = main["roc"]
-        for pt in sorted(pv.pair_type.unique()) if pv.pair_type.nunique() > 1 else []:
-            m = (pv.pair_type == pt).to_numpy()
-            sub = _verification_from_scores(scores[m], same[m], folds[m], balanced=False, n_boot=200, seed=cfg.seed)
-            breakdown.append(_breakdown_row(f"pair:{pt}", sub))
-            rocs[pt] = sub["roc"]
-        # By the mask type of the masked side (pairs with one masked side).
-        mt = images.mask_type.to_numpy()
-        msk = images.is_masked.to_numpy()
-        a, b = pv.a.to_numpy(), pv.b.to_numpy()
-        side = np.where(msk[a] & ~msk[b], mt[a], np.where(msk[b] & ~msk[a], mt[b], ""))
-        for t in sorted(set(side) - {""}):
-            m = side == t
-            if m.sum() >= 20:
-                sub = _verification_from_scores(scores[m], same[m], folds[m], balanced=False, n_boot=200,
-                                                seed=cfg.seed)
-                breakdown.append(_breakdown_row(f"mask:{t}", sub))
-    for i, ap in enumerate(proto.allpairs):
-        res = _allpairs(E, ok, images, ap, metric, cfg, progress)
-        rocs[ap.name] = res.get("roc", (None, None))
-        if i == 0 and not main:
-            main = res
-            row["coverage"] = res["coverage"]
-        else:
-            breakdown.append(_breakdown_row(f"pair:{ap.name}", res))
-        if i == 0 and proto.pairs is None:
-            breakdown.append(_breakdown_row(f"pair:{ap.name}", res))
-    for k, v in main.items():
-        if k in ("roc", "warnings"):
-            continue
-        row[k] = v
-    notes += main.get("warnings", [])
-
-    # Identification.
-    cmc = None
-    if proto.gallery is not None and proto.probes is not None and len(proto.probes):
-        ident = _identification(E, ok, images, proto, metric, cfg)
-        if ident.get("n_probes"):
-            for k in ("n_probes", "n_gallery_ids", "n_distractors", "rank1", "rank1_lo", "rank1_hi", "rank5",
-                      "rank5_lo", "rank5_hi"):
-                row[k] = ident[k]
-            cmc = ident["cmc"]
-            if ident["probe_coverage"] < 1:
-                notes.append(f"identification coverage {ident['probe_coverage']:.3f} of probes")
-            pm = images.mask_type.to_numpy()[ident["probe_ids"]]
-            for t in sorted(set(pm)):
-                m = pm == t
-                if len(set(pm)) > 1 and m.sum() >= 10:
-                    breakdown.append({"subset": f"probe-mask:{t}", "n_probes": int(m.sum()),
-                                      "rank1": rank_k_accuracy(ident["ranks"][m], 1),
-                                      "rank5": rank_k_accuracy(ident["ranks"][m], 5)})
-    title = f"{cfg.benchmark} | {row.get('model')} ({metric}{', flip' if cfg.flip else ''})"
-    row["roc_png"], row["cmc_png"] = _plots(results_dir / "plots", eval_id, title, rocs, cmc)
-    row["notes"] = " | ".join(dict.fromkeys(notes))
-    row["seconds"] = round(time.time() - t0, 2)
-    for b in breakdown:
-        b["benchmark"] = cfg.benchmark
-    append_row(store, row, breakdown)
-    row["breakdown"] = breakdown
-    return row
-
+    prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
+    E = embed(model, prep, cfg, progress=progress)
+    ver = verify(E, prep, metric, cfg, progress=progress)
+    ident = identify(E, prep, metric, cfg)
+    return write(results_dir, _row(dict(model.info), metric, cfg, prep, ver, ident), ver, ident, cfg, t0)

@@ -9,6 +9,13 @@ the protocol uses, with its identity, masked flag, mask type and *variant*: ``or
 root, counts, rules). ``<id>`` is a
 hash of those files, so a changed dataset or seed is a new protocol.
 
+Duplicates (every protocol, :func:`build_protocol`): image files byte-identical to a file filed
+under *another* identity (RMFRD has such copies) are found by content hash (SHA-1; only files
+of equal size are read), listed in ``duplicates.csv``, counted (``Protocol.duplicates``, a
+note) and kept out of impostor pairs: their impostor pairs are dropped from pair lists, and the
+evaluator leaves them out of the impostor side of all-pairs sets. Which of the identities is right
+is unknown, so their genuine pairs stay.
+
 ========== ===========================================================================================
 ``lfw``      LFW View 2 ``pairs.txt`` as published; its folds (10, or 3 in the data kit). Verification.
 ``lfw-masked`` the same pairs, one side of every pair (seeded choice) masked by a generator (default
@@ -19,8 +26,10 @@ hash of those files, so a changed dataset or seed is a new protocol.
              same person), 10 folds by probe identity (seeded) for balanced accuracy, plus the
              masked x masked pairs as a pair-type breakdown. Identification: masked probes against
              the unmasked gallery (closed set).
-``mfr2``     its ``pairs.txt`` (848 pairs, no folds: 10 contiguous blocks), pair types from
-             ``mfr2_labels.txt``; identification: masked probes vs unmasked gallery.
+``mfr2``     its ``pairs.txt`` (848 pairs, no folds: 10 contiguous blocks) for accuracy, pair types
+             from ``mfr2_labels.txt``; TAR@FAR from the ``all-pairs`` set (every unordered pair of its
+             images, about 35k impostors: pairs.txt's 424 impostor pairs cannot reach FAR=1e-3);
+             identification: masked probes vs unmasked gallery.
 ``folder``   ``<root>/masked/<identity>/*`` and ``<root>/unmasked/<identity>/*``: as ``rmfrd``.
 ========== ===========================================================================================
 """
@@ -58,6 +67,10 @@ class AllPairs:
     same_set: bool = False
 
 
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass
 class Protocol:
     """A benchmark instance. ``images.image_id`` indexes the rows; pairs and splits refer to it."""
@@ -79,6 +92,15 @@ class Protocol:
     meta: dict = field(default_factory=dict)
     id: str = ""
     out_dir: Path | None = None
+    #: image ids whose file is byte-identical to a file of another identity (kept out of impostor pairs)
+    duplicates: np.ndarray = field(default_factory=_no_ids)
+    #: the all-pairs set the row's TAR@FAR is read from (``None``: the pair list, else the first set)
+    far_set: str | None = None
+
+    @property
+    def n_duplicate_files(self) -> int:
+        """Distinct image files among :attr:`duplicates` (a masked variant shares its file)."""
+        return int(self.images.loc[self.images.image_id.isin(self.duplicates), "src_path"].nunique())
 
     # ------------------------------------------------------------------ files
     def _files(self) -> dict[str, bytes]:
@@ -88,6 +110,9 @@ class Protocol:
         if self.gallery is not None:
             files["gallery.csv"] = pd.DataFrame({"image_id": self.gallery}).to_csv(index=False).encode()
             files["probes.csv"] = pd.DataFrame({"image_id": self.probes}).to_csv(index=False).encode()
+        if len(self.duplicates):
+            files["duplicates.csv"] = self.images.loc[self.images.image_id.isin(self.duplicates),
+                                                      ["image_id", "key", "identity"]].to_csv(index=False).encode()
         return files
 
     def write(self, out_root: str | os.PathLike) -> Path:
@@ -99,6 +124,8 @@ class Protocol:
                 "generator_kwargs": self.generator_kwargs,
                 "allpairs": [{"name": a.name, "probe": a.probe.tolist(), "gallery": "probe" if a.same_set
                               else a.gallery.tolist(), "same_set": a.same_set} for a in self.allpairs]}
+        if self.far_set is not None:  # only when set: older protocols keep their id
+            spec["far_set"] = self.far_set
         h = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode())
         for k in sorted(files):
             h.update(files[k])
@@ -128,6 +155,7 @@ class Protocol:
             c[f"allpairs:{a.name}"] = n
         if self.gallery is not None:
             c.update(gallery=int(len(self.gallery)), probes=int(len(self.probes)))
+        c["duplicates"] = self.n_duplicate_files
         return c
 
 
@@ -162,6 +190,54 @@ def _check_missing(pairs: pd.DataFrame, where: Path, allow_missing: bool, notes:
                             "(coverage is then reported)")
     notes.append(f"{n} of {len(pairs)} pairs dropped: image missing")
     return pairs[~pairs["missing"]].reset_index(drop=True)
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cross_identity_duplicates(images: pd.DataFrame) -> np.ndarray:
+    """Image ids whose file has the same bytes as a file filed under another identity.
+
+    Only files sharing their size with a file of another identity are hashed, so a benchmark
+    without duplicates reads no image. Masked variants share their source file and identity.
+    """
+    files = images[["src_path", "identity"]].drop_duplicates()
+    if files.empty:
+        return _no_ids()
+    files = files.assign(size=[os.path.getsize(p) if os.path.isfile(p) else -1 for p in files.src_path])
+    files = files[files["size"] >= 0]
+    files = files[files.groupby("size").identity.transform("nunique") > 1]
+    if files.empty:
+        return _no_ids()
+    files = files.assign(digest=[_file_digest(p) for p in files.src_path])
+    dup_paths = files.loc[files.groupby("digest").identity.transform("nunique") > 1, "src_path"]
+    return images.image_id[images.src_path.isin(set(dup_paths))].to_numpy(np.int64)
+
+
+def _keep_duplicates_out_of_impostors(proto: Protocol) -> Protocol:
+    """Find cross-identity duplicates, note them, drop their impostor pairs from the pair list."""
+    dup = cross_identity_duplicates(proto.images)
+    proto.duplicates = dup
+    if not len(dup):
+        return proto
+    n_dropped = 0
+    if proto.pairs is not None:
+        flagged = proto.pairs.a.isin(dup) | proto.pairs.b.isin(dup)
+        drop = flagged & ~proto.pairs.is_same
+        n_dropped = int(drop.sum())
+        proto.pairs = proto.pairs[~drop].reset_index(drop=True)
+    groups = proto.images[proto.images.image_id.isin(dup)].identity.nunique()
+    proto.notes.append(f"{proto.n_duplicate_files} image files byte-identical to a file of another identity "
+                       f"({groups} identities involved) kept out of impostor pairs"
+                       + (f" ({n_dropped} impostor pairs dropped from the pair list)" if n_dropped else ""))
+    proto.meta["duplicates"] = {"files": proto.n_duplicate_files, "impostor_pairs_dropped": n_dropped,
+                                "rule": "same SHA-1 under different identities; no impostor pair uses such an image"}
+    return proto
 
 
 def _identity_folds(identities: pd.Series, seed: int, n_folds: int = 10) -> dict[str, int]:
@@ -259,7 +335,8 @@ def _masked_unmasked(name: str, root: Path, masked: list[FaceRecord], unmasked: 
     folds = _identity_folds(images.identity, seed)
     images["fold"] = images.identity.map(folds)
     return Protocol(name, root, seed, images, None,
-                    allpairs=[AllPairs("masked-unmasked", probe, gallery), AllPairs("masked-masked", probe, probe, True)],
+                    allpairs=[AllPairs("masked-unmasked", probe, gallery),
+                              AllPairs("masked-masked", probe, probe, True)],
                     gallery=gallery, probes=probe, notes=notes,
                     meta={"accuracy": "balanced accuracy, 10 folds by probe identity (seeded)",
                           "identification": "masked probes vs unmasked gallery (all images), closed set",
@@ -328,15 +405,20 @@ def mfr2(root: str | os.PathLike | None = None, seed: int = 0, allow_missing: bo
         u = images[~images.is_masked & images.identity.isin(m.identity)]
         m = m[m.identity.isin(u.identity)]
         gallery, probes = u.image_id.to_numpy(), m.image_id.to_numpy()
-    return Protocol("mfr2", ds.root, seed, images, pairs_df, gallery=gallery, probes=probes, notes=notes,
-                    meta={"accuracy": "10-fold over contiguous blocks of pairs.txt (no official folds)"})
+    images["fold"] = images.identity.map(_identity_folds(images.identity, seed))  # accuracy of the all-pairs set
+    allpairs = [AllPairs("all-pairs", images.image_id.to_numpy(), images.image_id.to_numpy(), same_set=True)]
+    return Protocol("mfr2", ds.root, seed, images, pairs_df, allpairs=allpairs, gallery=gallery, probes=probes,
+                    notes=notes, far_set="all-pairs",
+                    meta={"accuracy": "10-fold over contiguous blocks of pairs.txt (no official folds)",
+                          "tar_at_far": "every unordered pair of the images (all-pairs set): pairs.txt has only "
+                                        f"{int((~pairs_df.is_same).sum())} impostor pairs"})
 
 
 def build_protocol(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, **kw) -> Protocol:
     """Build the benchmark ``name`` (see :data:`PROTOCOLS`) for the dataset at ``root``."""
     factory = PROTOCOLS.get(name)
     kw = {k: v for k, v in kw.items() if v is not None}
-    return factory(root=root, seed=seed, **kw)
+    return _keep_duplicates_out_of_impostors(factory(root=root, seed=seed, **kw))
 
 
 # --------------------------------------------------------------------------- image preparation

@@ -7,14 +7,28 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, top_k_accuracy_score
 from sklearn.metrics import roc_curve as sk_roc_curve
-from sklearn.metrics import top_k_accuracy_score
 
-from mfrbench.metrics import (FARResolutionWarning, UndefinedMetricWarning, bootstrap_tar_ci, cmc_curve, eer,
-                              identification_ranks, operating_points, pair_scores, rank_k_accuracy, roc_auc,
-                              roc_curve, similarity, streamed_roc, tar_at_far, verification_accuracy)
-from mfrbench.metrics.identification import bootstrap_rank_ci, ranks_from_identity_scores
+from mfrbench.metrics import (
+    FARResolutionWarning,
+    UndefinedMetricWarning,
+    bootstrap_rank_ci,
+    bootstrap_tar_ci,
+    cmc_curve,
+    eer,
+    identification_ranks,
+    operating_points,
+    pair_scores,
+    rank_k_accuracy,
+    roc_auc,
+    roc_curve,
+    similarity,
+    streamed_roc,
+    tar_at_far,
+    verification_accuracy,
+)
+from mfrbench.metrics.identification import ranks_from_identity_scores
 from mfrbench.metrics.verification import best_threshold
 
 
@@ -128,13 +142,25 @@ def test_eer_hand_case():
     assert eer([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0]) == 0.5
 
 
+def _toy_identities(y, n_ids=60, seed=0):
+    """Identities for the pairs of :func:`_toy`: genuine pairs (i, i), impostor pairs (i, j != i)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_ids, len(y))
+    b = np.where(y == 1, a, (a + rng.integers(1, n_ids, len(y))) % n_ids)
+    return a, b
+
+
 def test_bootstrap_ci_brackets_point_and_is_seeded():
+    """Same seed, same interval; another seed, another one (the old test compared `(lo, hi)` with itself)."""
     s, y = _toy(1, n=3000)
+    a, b = _toy_identities(y)
     point = tar_at_far(s, y, far=[1e-2])
-    lo, hi = bootstrap_tar_ci(s, y, far=[1e-2], n_boot=300, seed=3)
-    lo2, hi2 = bootstrap_tar_ci(s, y, far=[1e-2], n_boot=300, seed=3)
+    lo, hi = bootstrap_tar_ci(s, y, a, b, far=[1e-2], n_boot=300, seed=3)
+    lo2, hi2 = bootstrap_tar_ci(s, y, a, b, far=[1e-2], n_boot=300, seed=3)
+    lo3, hi3 = bootstrap_tar_ci(s, y, a, b, far=[1e-2], n_boot=300, seed=4)
     assert lo[0] <= point[0] <= hi[0] and hi[0] - lo[0] > 0
-    assert (lo, hi) == (lo, hi) and lo2[0] == lo[0] and hi2[0] == hi[0]
+    np.testing.assert_array_equal(np.r_[lo2, hi2], np.r_[lo, hi])
+    assert (lo3[0], hi3[0]) != (lo[0], hi[0])
 
 
 # ----------------------------------------------------------------------------- streamed
@@ -284,7 +310,8 @@ def test_identification_open_set_is_an_error():
 
 def test_cmc_hand_case_and_rank_ci():
     assert cmc_curve([1, 3, 2, 7], max_rank=3).tolist() == [0.25, 0.5, 0.75]
-    lo, hi = bootstrap_rank_ci(np.r_[np.ones(50), np.full(50, 9)], k=5, n_boot=500)
+    ranks = np.r_[np.ones(50), np.full(50, 9)]
+    lo, hi = bootstrap_rank_ci(ranks, np.arange(100) % 20, k=5, n_boot=500)
     assert lo < 0.5 < hi
 
 

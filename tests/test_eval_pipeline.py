@@ -69,7 +69,9 @@ def test_eval_folder_appends_rows_plots_protocol(kit, rmfrd_root, tmp_path):
     assert row.benchmark == "folder" and row.model == "dlib" and row.metric == "euclidean"
     # 2 people x 2 masked probes vs 2 x 2 unmasked: 16 pairs, 8 genuine.
     assert row.n_genuine == 8 and row.n_impostor == 8 and row.coverage == 1.0
-    assert 0 <= row.acc <= 1 and row.acc_protocol.startswith("balanced")
+    assert 0 <= row.acc <= 1
+    assert row.acc_protocol == "balanced accuracy, 2-fold by probe identity, thresholds from the other folds, " \
+                               "histogram bins=65536"
     assert row.n_probes == 4 and row.n_gallery_ids == 2 and row.rank5 == 1.0  # only 2 identities
     assert Path(row.roc_png).is_file() and Path(row.cmc_png).is_file()
     proto = tmp_path / "res" / "protocols" / f"folder-{row.protocol_id}"
@@ -91,7 +93,8 @@ def test_eval_lfw_and_lfw_masked_then_report(kit, lfw_root, tmp_path):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "res" / "evals.csv")
     lfw, masked = df.iloc[0], df.iloc[1]
-    assert lfw.acc_protocol == "2-fold" and lfw.n_genuine == 6 and lfw.n_impostor == 6
+    assert lfw.acc_protocol == "2-fold (pairs.txt folds), threshold from the other 1"
+    assert lfw.n_genuine == 6 and lfw.n_impostor == 6 and lfw.ci_method.startswith("TAR@FAR: identity bootstrap")
     assert masked.benchmark == "lfw-masked" and masked.n_genuine == 6 and masked.coverage == 1.0
     assert masked.n_probes > 0 and pd.notna(masked.rank1)
     assert "TAR@FAR=1e-4,1e-3,1e-2" in masked.notes  # 6 impostor pairs: flagged
@@ -190,7 +193,8 @@ def test_eval_a_trained_run(kit, lfw_root, tmp_path):
     assert r.exit_code == 0, r.output
     root = _mini_lfw(kit, tmp_path / "lfw", per_fold=2)
     r = runner.invoke(cli, ["eval", "--run", str(tmp_path / "run"), "--benchmark", "lfw-masked", "--root", str(root),
-                            "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"), "--bootstrap", "20"])
+                            "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"),
+                            "--bootstrap", "20"])
     assert r.exit_code == 0, r.output
     row = pd.read_csv(tmp_path / "res" / "evals.csv").iloc[0]
     assert row.backbone == "iresnet18" and row.loss == "arcface" and row.embedding_dim == 32

@@ -8,6 +8,8 @@ unmasked faces); the probe's rank is the position of its true identity in that o
   embeddings, re-normalised, for ``cosine``; the plain mean for ``euclidean``/``dot``).
 * **Closed set**: every probe's identity must be in the gallery (a ValueError otherwise).
   Gallery identities without any probe are *distractors*; their number is reported.
+* **Non-finite** embeddings or scores are a ValueError (a NaN score compares False with every
+  other, which would otherwise rank the true identity first: an all-NaN gallery gave Rank-1 = 1).
 * **Ties** count against the probe: rank = 1 + number of *other* identities scoring >= the
   true identity (pessimistic; scikit-learn's ``top_k_accuracy_score`` breaks ties by label
   order instead, so the two agree whenever scores are distinct).
@@ -20,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mfrbench.metrics.roc import score_blocks
+from mfrbench.metrics.roc import check_finite_embeddings, score_blocks
 
 RULES = ("max", "mean")
 
@@ -41,6 +43,10 @@ def ranks_from_identity_scores(scores: ArrayLike, true_index: ArrayLike) -> np.n
     if s.ndim != 2 or t.shape != (s.shape[0],):
         raise ValueError(f"Expected (n_probes, n_identities) scores and one true index per probe, but got "
                          f"{s.shape} and {t.shape}")
+    if not np.isfinite(s).all():  # NaN compares False with everything: it would rank the true identity first
+        bad = np.flatnonzero(~np.isfinite(s).all(axis=1))
+        raise ValueError(f"Expected finite scores, but {len(bad)} probe rows hold NaN or inf (first: "
+                         f"{bad[:5].tolist()})")
     if len(t) and (t.min() < 0 or t.max() >= s.shape[1]):
         raise ValueError(f"Expected `true_index` in [0, {s.shape[1]}), but got values outside it")
     true = s[np.arange(len(t)), t][:, None]
@@ -74,6 +80,8 @@ def identification_ranks(probe: ArrayLike, probe_ids: ArrayLike, gallery: ArrayL
                          f"and {G.shape}")
     if len(pid) != len(P) or len(gid) != len(G):
         raise ValueError("Expected one identity per probe and per gallery embedding")
+    check_finite_embeddings(P, "probe embeddings")
+    check_finite_embeddings(G, "gallery embeddings")
     names, g_inv = np.unique(gid, return_inverse=True)
     missing = sorted(str(m) for m in set(pid) - set(names))
     if missing:
@@ -127,15 +135,3 @@ def cmc_curve(ranks: ArrayLike, max_rank: int = 20) -> np.ndarray:
     if r.size == 0:
         return np.full(max_rank, np.nan)
     return np.array([(r <= k).mean() for k in range(1, max_rank + 1)])
-
-
-def bootstrap_rank_ci(ranks: ArrayLike, k: int, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-                      ) -> tuple[float, float]:
-    """Percentile bootstrap CI of Rank-k accuracy, resampling probes."""
-    hits = (np.asarray(ranks) <= k).astype(np.int64)
-    if hits.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    # Resampling n binary outcomes with replacement draws the hit count from Binomial(n, mean).
-    reps = rng.binomial(len(hits), hits.mean(), size=n_boot) / len(hits)
-    return float(np.quantile(reps, alpha / 2)), float(np.quantile(reps, 1 - alpha / 2))

@@ -1,5 +1,5 @@
-"""The one ROC primitive and everything built on it: TAR@FAR, AUC, EER, bootstrap CIs, and
-streamed all-pairs counts for 10^8-10^9 pairs.
+"""The one ROC primitive and everything built on it: TAR@FAR, AUC, EER, and streamed all-pairs
+counts for 10^8-10^9 pairs (confidence intervals: :mod:`mfrbench.metrics.bootstrap`).
 
 Conventions:
 
@@ -52,12 +52,23 @@ def _check_pair_scores(scores: ArrayLike, is_genuine: ArrayLike) -> tuple[np.nda
     if scores.shape != labels.shape:
         raise ValueError(f"Expected `scores` and `is_genuine` to have the same length, but got {len(scores)} "
                          f"and {len(labels)}")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("Expected all `scores` to be finite, but found NaN or inf")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(f"Expected all `scores` to be finite, but found {len(bad)} NaN or inf (first at index "
+                         f"{bad[:5].tolist()}): check the embeddings")
     values = np.unique(labels)
     if not np.isin(values, [0, 1]).all():
         raise ValueError(f"Expected `is_genuine` to contain only {{0, 1}}, but got values {values.tolist()}")
     return scores, labels.astype(bool)
+
+
+def check_finite_embeddings(X: np.ndarray, what: str = "embeddings") -> None:
+    """Refuse NaN/inf rows: a NaN score compares False with everything, which silently turns into
+    rank-1 hits (identification) or a bincount error (streamed histograms)."""
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1)) if X.ndim == 2 else np.zeros(0, np.int64)
+    if len(bad):
+        raise ValueError(f"Expected finite {what}, but {len(bad)} of {len(X)} rows hold NaN or inf (first rows: "
+                         f"{bad[:5].tolist()})")
 
 
 def _check_fars(far: float | Sequence[float]) -> np.ndarray:
@@ -245,31 +256,6 @@ def eer(scores: ArrayLike, is_genuine: ArrayLike) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def bootstrap_tar_ci(scores: ArrayLike, is_genuine: ArrayLike, *, far: float | Sequence[float] = DEFAULT_FARS,
-                     n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of TAR@FAR, resampling genuine and impostor pairs separately.
-
-    A resample of ``G`` genuine pairs with replacement is a multinomial draw over the distinct
-    scores, so each replicate costs one pass over the sorted counts (no re-sorting).
-
-    Returns:
-        (low, high): arrays of shape (len(far),), the ``alpha/2`` and ``1 - alpha/2`` quantiles.
-    """
-    s, g = _check_pair_scores(scores, is_genuine)
-    fars = _check_fars(far)
-    thr, gen, imp = _grouped_counts(s, g)
-    n_gen, n_imp = int(gen.sum()), int(imp.sum())
-    if n_gen == 0 or n_imp == 0:
-        nan = np.full(fars.shape, np.nan)
-        return nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    pg, pi = gen / n_gen, imp / n_imp
-    reps = np.empty((n_boot, len(fars)))
-    for b in range(n_boot):
-        reps[b] = _points_from_counts(thr, rng.multinomial(n_gen, pg), rng.multinomial(n_imp, pi), fars).tar
-    return np.quantile(reps, alpha / 2, axis=0), np.quantile(reps, 1 - alpha / 2, axis=0)
-
-
 # --------------------------------------------------------------------------- streamed all-pairs
 def _torch():
     import torch
@@ -305,13 +291,16 @@ def score_blocks(A: np.ndarray, B: np.ndarray, *, metric: str = "cosine", block:
 
 
 def _score_range(A: np.ndarray, B: np.ndarray, metric: str) -> tuple[float, float]:
+    """Bounds of every possible score, so the histogram bins are fixed before the first block."""
     if metric == "cosine":
         return -1.0, 1.0
     na = float(np.linalg.norm(A, axis=1).max()) if len(A) else 0.0
     nb = float(np.linalg.norm(B, axis=1).max()) if len(B) else 0.0
-    if metric == "dot":
-        return -na * nb, na * nb
-    return -(na + nb), 0.0
+    lo, hi = (-na * nb, na * nb) if metric == "dot" else (-(na + nb), 0.0)
+    if not np.isfinite(lo) or max(abs(lo), abs(hi)) > np.finfo(np.float32).max / 4:
+        raise ValueError(f"Expected embeddings whose {metric} scores fit in float32, but the largest norms are "
+                         f"{na:.3g} and {nb:.3g}")
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)  # all-zero embeddings: one non-empty range
 
 
 @dataclass
@@ -324,6 +313,11 @@ class StreamedROC:
     exact ROC; TAR@FAR read from it alone is a lower bound, off by at most the genuine count
     of one bin. :func:`streamed_roc` removes that error with a second pass over the pairs
     that keeps the exact scores of the one bin holding each target's threshold.
+
+    ``gen_fold_hist`` / ``imp_fold_hist`` (n_folds, n_bins) split the same counts by the fold
+    of each pair's row (the probe), for held-out accuracy
+    (:func:`mfrbench.metrics.verification.kfold_accuracy_from_histograms`); one fold when
+    :func:`streamed_roc` got no folds.
     """
 
     edges: np.ndarray
@@ -333,6 +327,8 @@ class StreamedROC:
     score_min: float = float("nan")
     score_max: float = float("nan")
     info: dict = field(default_factory=dict)
+    gen_fold_hist: np.ndarray | None = None
+    imp_fold_hist: np.ndarray | None = None
 
     @property
     def n_genuine(self) -> int:
@@ -357,7 +353,8 @@ class StreamedROC:
         return float(np.trapezoid(tpr, fpr)), bound
 
     def best_accuracy(self, *, balanced: bool = True) -> tuple[float, float]:
-        """(accuracy, threshold) at the best bin edge (an optimistic, train-on-test number)."""
+        """(accuracy, threshold) at the best bin edge: chosen on the very pairs it scores, so
+        optimistic; result rows use held-out folds instead (``gen_fold_hist``)."""
         fpr, tpr, thr = self.roc()
         if balanced:
             acc = (tpr + 1 - fpr) / 2
@@ -389,29 +386,44 @@ def _genuine_pairs(la: np.ndarray, lb: np.ndarray, same: bool) -> tuple[np.ndarr
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_b: ArrayLike | None = None, *,
-                 metric: str = "cosine", far: float | Sequence[float] = DEFAULT_FARS, n_bins: int = 1 << 16,
-                 block: int = 1024, exact: bool = True, progress: bool = False, keep_scores: bool = False,
-                 sample_rows: int = 256, seed: int = 0) -> StreamedROC:
-    """All-pairs verification of ``A`` against ``B`` (or of ``A`` against itself, ``B=None``,
-    each unordered pair once) without ever holding the pair scores in memory.
+@dataclass
+class _PairSpace:
+    """What :func:`streamed_roc` compares: rows of ``A`` against ``B`` (or ``A`` with itself),
+    with integer identities, the genuine pairs, each row's fold and the images kept out of
+    impostor pairs."""
 
-    Scores are computed block by block (matrix products) and accumulated into genuine and
-    impostor histograms of ``n_bins`` bins over the metric's score range. For exact TAR@FAR
-    (``exact=True``; identical to :func:`operating_points` on the same scores) the exact
-    scores of the bin holding each target's threshold are needed: a pre-pass over
-    ``sample_rows`` random rows estimates a score band that should contain those bins, the main
-    pass keeps every score inside it (about ``3 * max(far)`` of the pairs), and only if the band
-    turns out too narrow does a second pass recompute the blocks. Memory: one block of scores,
-    the histograms and the kept band.
+    A: np.ndarray
+    B: np.ndarray
+    same: bool
+    ia: np.ndarray
+    ib: np.ndarray
+    g_rows: np.ndarray
+    g_cols: np.ndarray
+    g_start: np.ndarray     # genuine pairs of block i: g_start[i]:g_start[i + 1]
+    fold: np.ndarray        # fold of each row of A, 0..n_folds-1
+    n_folds: int
+    excl_a: np.ndarray      # row indices of A kept out of impostor pairs
+    excl_b: np.ndarray      # column indices of B kept out of impostor pairs
+    block: int
 
-    Args:
-        labels_a, labels_b: identity of each row; a pair is genuine when they are equal.
-        keep_scores: also return every score (tests / small sets): ``info['scores']``,
-            ``info['is_genuine']``.
-        sample_rows: rows of ``A`` scored in the pre-pass; 0 skips it (always two passes).
-    """
-    torch = _torch()
+    @property
+    def n_pairs(self) -> int:
+        return len(self.A) * (len(self.A) - 1) // 2 if self.same else len(self.A) * len(self.B)
+
+
+def _index_of(flags: ArrayLike | None, n: int, what: str) -> np.ndarray:
+    if flags is None:
+        return np.zeros(0, np.int64)
+    f = np.asarray(flags, bool)
+    if f.shape != (n,):
+        raise ValueError(f"Expected one `{what}` flag per embedding ({n}), but got shape {f.shape}")
+    return np.flatnonzero(f)
+
+
+def _pair_space(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_b: ArrayLike | None,
+                folds_a: ArrayLike | None, no_impostor_a: ArrayLike | None, no_impostor_b: ArrayLike | None,
+                block: int) -> _PairSpace:
+    """Validate the inputs of :func:`streamed_roc` and index its genuine pairs once."""
     A = np.asarray(A, np.float32)
     same = B is None
     B = A if same else np.asarray(B, np.float32)
@@ -422,125 +434,198 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
     if len(la) != len(A) or len(lb) != len(B):
         raise ValueError(f"Expected one label per embedding, but got {len(la)} labels for {len(A)} rows and "
                          f"{len(lb)} for {len(B)}")
-    fars = _check_fars(far)
+    check_finite_embeddings(A, "embeddings `A`")
+    if not same:
+        check_finite_embeddings(B, "embeddings `B`")
     _, inv = np.unique(np.r_[la.astype(str), lb.astype(str)], return_inverse=True)
     ia, ib = inv[: len(la)].astype(np.int64), inv[len(la):].astype(np.int64)
     g_rows, g_cols = _genuine_pairs(ia, ib, same)
-    g_start = np.searchsorted(g_rows, np.arange(0, len(A) + block, block))  # genuine pairs per block
-    lo, hi = _score_range(A, B, metric)
-    scale = n_bins / (hi - lo)
-    edges = lo + np.arange(n_bins + 1) / scale
-    n_pairs = len(A) * (len(A) - 1) // 2 if same else len(A) * len(B)
-
-    def to_bins(x):
-        # int32: the int64 cast costs 3x more on 10^8 scores; n_bins is far below 2^31.
-        return x.sub(lo).mul_(scale).clamp_(0, n_bins - 1).to(torch.int32)
-
-    def blocks(desc: str):
-        it = score_blocks(A, B, metric=metric, block=block, same_set=same)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=-(-len(A) // block), desc=desc, unit="block", dynamic_ncols=True, mininterval=0.5)
-        for bi, (r0, r1, S) in enumerate(it):
-            gs = slice(g_start[bi], g_start[bi + 1])
-            gr, gc = torch.from_numpy(g_rows[gs] - r0), torch.from_numpy(g_cols[gs])
-            valid = (torch.arange(r0, r1)[:, None] < torch.arange(len(B))[None, :]) if same else None
-            full = (S.clone(), valid) if keep_scores else None
-            g_scores = S[gr, gc]  # advanced indexing: a copy
-            # Genuine (and, within one set, j <= i) entries leave the block: what stays is impostors.
-            # They become -inf, land in bin 0 and are subtracted from it.
-            S[gr, gc] = -math.inf
-            n_out = len(gr)
-            if valid is not None:
-                S.masked_fill_(~valid, -math.inf)
-                n_out += int(valid.numel() - valid.sum())
-            yield r0, S, g_scores, n_out, full
-
-    def genuine_flags(r0, rows, cols):
-        return ia[rows + r0] == ib[cols]
-
-    # Pre-pass: a band [band_lo, inf) expected to hold every target bin (3x the largest FAR).
-    band_lo = None
-    if exact and not keep_scores and n_pairs > 0 and sample_rows > 0:
-        rng = np.random.default_rng(seed)
-        rows = np.sort(rng.choice(len(A), size=min(sample_rows, len(A)), replace=False))
-        sample = next(score_blocks(A[rows], B, metric=metric, block=len(rows)))[2].numpy()
-        imp = ia[rows][:, None] != ib[None, :]
-        if same:
-            imp &= rows[:, None] != np.arange(len(B))[None, :]
-        imp_s = sample[imp]
-        if len(imp_s):
-            q = 1 - min(0.5, 3 * float(fars.max()) + 50.0 / len(imp_s))
-            band_lo = float(np.quantile(imp_s, q))
-
-    gen_hist = torch.zeros(n_bins, dtype=torch.int64)
-    imp_hist = torch.zeros(n_bins, dtype=torch.int64)
-    kept_imp: list[np.ndarray] = []
-    kept_gen: list[np.ndarray] = []
-    all_s: list[np.ndarray] = []
-    all_g: list[np.ndarray] = []
-    for r0, S, g_scores, n_out, full in blocks("scores"):
-        if full is not None:  # keep_scores: every pair in row-major order, with its label
-            S0, valid = full
-            sel = valid if valid is not None else torch.ones_like(S0, dtype=torch.bool)
-            nz = torch.nonzero(sel).numpy()
-            all_s.append(S0[sel].numpy().astype(np.float64))
-            all_g.append(genuine_flags(r0, nz[:, 0], nz[:, 1]))
-        if band_lo is not None:
-            kept_imp.append(S[S >= band_lo].numpy())
-            kept_gen.append(g_scores[g_scores >= band_lo].numpy())
-        gen_hist += torch.bincount(to_bins(g_scores), minlength=n_bins)
-        h = torch.bincount(to_bins(S).view(-1), minlength=n_bins)  # in place on S: the block is done
-        h[0] -= n_out
-        imp_hist += h
-    gen_np = gen_hist.numpy()
-    imp_np = imp_hist.numpy()
-    nonempty = np.flatnonzero(gen_np + imp_np)
-    smin, smax = (float(edges[nonempty[0]]), float(edges[nonempty[-1] + 1])) if len(nonempty) else (math.nan,) * 2
-    out = StreamedROC(edges, gen_np, imp_np, score_min=smin, score_max=smax,
-                      info={"metric": metric, "n_bins": n_bins, "lo": lo, "hi": hi, "exact": False, "passes": 1,
-                            "band_lo": band_lo})
-    if keep_scores:
-        kv = np.concatenate(all_s) if all_s else np.zeros(0)
-        kg = np.concatenate(all_g) if all_g else np.zeros(0, bool)
-        out.info["scores"], out.info["is_genuine"] = kv, kg
-        kept_imp, kept_gen = [kv[~kg].astype(np.float32)], [kv[kg].astype(np.float32)]
-    n_gen, n_imp = out.n_genuine, out.n_impostor
-    if n_gen == 0 or n_imp == 0:
-        warnings.warn("TAR@FAR is undefined without both genuine and impostor pairs; returning NaN",
-                      UndefinedMetricWarning, stacklevel=2)
-        out.points = _nan_points(fars, n_gen, n_imp)
-        return out
-    _warn_resolution(fars, n_imp)
-    k = _max_accepted(fars, n_imp)
-    from_top = np.cumsum(imp_np[::-1])  # impostors in the top i+1 bins
-    target_bins = n_bins - 1 - np.searchsorted(from_top, k + 1, side="left")  # bin holding the (k+1)-th largest
-    if not exact:
-        # Lower bound: accept at the upper edge of the target bin.
-        gen_above = np.array([gen_np[b + 1:].sum() for b in target_bins])
-        imp_above = np.array([imp_np[b + 1:].sum() for b in target_bins])
-        out.points = OperatingPoints(fars, gen_above / n_gen, edges[target_bins + 1], imp_above / n_imp, imp_above,
-                                     n_gen, n_imp)
-        return out
-    # The bin below the lowest target bin must be inside the band too (float32 binning margin).
-    covered = keep_scores or (band_lo is not None and edges[max(target_bins.min() - 1, 0)] > band_lo)
-    if covered:
-        vi = np.concatenate(kept_imp) if kept_imp else np.zeros(0, np.float32)
-        vg = np.concatenate(kept_gen) if kept_gen else np.zeros(0, np.float32)
+    g_start = np.searchsorted(g_rows, np.arange(0, len(A) + block, block))
+    if folds_a is None:
+        fold, n_folds = np.zeros(len(A), np.int64), 1
     else:
-        # The band missed a target bin (unrepresentative sample): recompute and keep those bins.
-        out.info["passes"] = 2
-        wanted = torch.from_numpy(np.unique(target_bins).astype(np.int32))
-        pi, pg = [], []
-        for _r0, S, g_scores, _n, _f in blocks("scores (pass 2)"):
-            sel = torch.isin(to_bins(S.clone()), wanted) & (S > -math.inf)
-            pi.append(S[sel].numpy())
-            pg.append(g_scores[torch.isin(to_bins(g_scores.clone()), wanted)].numpy())
-        vi, vg = np.concatenate(pi), np.concatenate(pg)
-    del kept_imp, kept_gen
-    bi_ = to_bins(torch.from_numpy(np.ascontiguousarray(vi, np.float32))).numpy()
-    bg_ = to_bins(torch.from_numpy(np.ascontiguousarray(vg, np.float32))).numpy()
+        ids, fold = np.unique(np.asarray(folds_a), return_inverse=True)
+        if fold.shape != (len(A),):
+            raise ValueError(f"Expected one fold per row of `A` ({len(A)}), but got shape {np.shape(folds_a)}")
+        n_folds = len(ids)
+    excl_a = _index_of(no_impostor_a, len(A), "no_impostor_a")
+    excl_b = excl_a if same else _index_of(no_impostor_b, len(B), "no_impostor_b")
+    return _PairSpace(A, B, same, ia, ib, g_rows, g_cols, g_start, fold.astype(np.int64), n_folds, excl_a, excl_b,
+                      block)
+
+
+@dataclass
+class _Block:
+    """One block of rows, masked: ``S`` holds impostor scores, ``-inf`` where no impostor pair is."""
+
+    r0: int
+    S: "object"                 # (rows, len(B)) float32 tensor
+    g_scores: "object"          # genuine scores of these rows (tensor)
+    g_rows: np.ndarray          # their row (global index into A)
+    g_cols: np.ndarray
+    n_out: np.ndarray           # per row: entries of S set to -inf
+
+
+def _mask_block(sp: _PairSpace, bi: int, r0: int, r1: int, S) -> _Block:
+    """Take the genuine scores out of ``S`` and set every non-impostor entry to ``-inf``.
+
+    Non-impostor: genuine pairs, ``j <= i`` within one set, and impostor pairs of an image kept
+    out of them. ``-inf`` lands in bin 0 of the histogram and is subtracted from it
+    (``n_out``, counted per row, so per fold).
+    """
+    torch = _torch()
+    gs = slice(sp.g_start[bi], sp.g_start[bi + 1])
+    g_rows, g_cols = sp.g_rows[gs], sp.g_cols[gs]
+    gr, gc = torch.from_numpy(g_rows - r0), torch.from_numpy(g_cols)
+    g_scores = S[gr, gc]  # advanced indexing: a copy
+    S[gr, gc] = -math.inf
+    n_out = np.bincount(g_rows - r0, minlength=r1 - r0).astype(np.int64)
+    if sp.same:
+        S.masked_fill_(torch.arange(r0, r1)[:, None] >= torch.arange(len(sp.B))[None, :], -math.inf)
+        n_out += np.arange(r0, r1) + 1  # row i drops columns 0..i (its genuine pairs sit at j > i)
+    rows = sp.excl_a[(sp.excl_a >= r0) & (sp.excl_a < r1)] - r0
+    if len(rows):
+        t = torch.from_numpy(rows)
+        n_out[rows] += (S[t] > -math.inf).sum(1).numpy()
+        S[t] = -math.inf
+    if len(sp.excl_b):
+        t = torch.from_numpy(sp.excl_b)
+        n_out += (S[:, t] > -math.inf).sum(1).numpy()
+        S[:, t] = -math.inf
+    return _Block(r0, S, g_scores, g_rows, g_cols, n_out)
+
+
+def _blocks(sp: _PairSpace, metric: str, progress: bool, desc: str) -> Iterator[_Block]:
+    """Every block of scores, masked (:func:`_mask_block`), one matrix product at a time."""
+    it = score_blocks(sp.A, sp.B, metric=metric, block=sp.block, same_set=sp.same)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=-(-len(sp.A) // sp.block), desc=desc, unit="block", dynamic_ncols=True, mininterval=0.5)
+    for bi, (r0, r1, S) in enumerate(it):
+        yield _mask_block(sp, bi, r0, r1, S)
+
+
+@dataclass(frozen=True)
+class _Binner:
+    """Score -> histogram bin (int32: the int64 cast costs 3x more on 10^8 scores)."""
+
+    lo: float
+    hi: float
+    n_bins: int
+
+    @property
+    def scale(self) -> float:
+        return self.n_bins / (self.hi - self.lo)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return self.lo + np.arange(self.n_bins + 1) / self.scale
+
+    def __call__(self, x):
+        return x.sub(self.lo).mul_(self.scale).clamp_(0, self.n_bins - 1).to(_torch().int32)
+
+
+def _sample_band(sp: _PairSpace, metric: str, fars: np.ndarray, sample_rows: int, seed: int) -> float | None:
+    """Lower end of a score band [band_lo, inf) expected to hold every target bin (3x the largest
+    FAR), estimated from the impostor scores of ``sample_rows`` random rows."""
+    if sp.n_pairs == 0 or sample_rows <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(sp.A), size=min(sample_rows, len(sp.A)), replace=False))
+    sample = next(score_blocks(sp.A[rows], sp.B, metric=metric, block=len(rows)))[2].numpy()
+    imp = sp.ia[rows][:, None] != sp.ib[None, :]
+    if sp.same:
+        imp &= rows[:, None] != np.arange(len(sp.B))[None, :]
+    imp_s = sample[imp]
+    if not len(imp_s):
+        return None
+    q = 1 - min(0.5, 3 * float(fars.max()) + 50.0 / len(imp_s))
+    return float(np.quantile(imp_s, q))
+
+
+@dataclass
+class _Counts:
+    gen: "object"               # (n_folds, n_bins) int64 tensors
+    imp: "object"
+    band_imp: list = field(default_factory=list)
+    band_gen: list = field(default_factory=list)
+    pairs: list = field(default_factory=list)    # keep_scores: (rows, cols, scores, is_genuine) per block
+
+
+def _fold_bincount(bins, fold_of_row, sp: _PairSpace, n_bins: int):
+    """bincount over (fold, bin): one histogram per fold from one call."""
+    torch = _torch()
+    if sp.n_folds > 1:
+        bins = bins + torch.from_numpy((fold_of_row * n_bins).astype(np.int32)).reshape(
+            (-1,) + (1,) * (bins.dim() - 1))
+    return torch.bincount(bins.reshape(-1), minlength=sp.n_folds * n_bins).reshape(sp.n_folds, n_bins)
+
+
+def _accumulate(sp: _PairSpace, metric: str, binner: _Binner, band_lo: float | None, keep_scores: bool,
+                progress: bool) -> _Counts:
+    """The main pass: per-fold histograms, the scores in the band, and (keep_scores) every pair."""
+    torch = _torch()
+    n = binner.n_bins
+    c = _Counts(torch.zeros((sp.n_folds, n), dtype=torch.int64), torch.zeros((sp.n_folds, n), dtype=torch.int64))
+    for blk in _blocks(sp, metric, progress, "scores"):
+        rows_fold = sp.fold[blk.r0:blk.r0 + blk.S.shape[0]]
+        if keep_scores:
+            nz = torch.nonzero(blk.S > -math.inf).numpy()
+            c.pairs.append((np.r_[nz[:, 0] + blk.r0, blk.g_rows], np.r_[nz[:, 1], blk.g_cols],
+                            np.r_[blk.S[blk.S > -math.inf].numpy(), blk.g_scores.numpy()].astype(np.float64),
+                            np.r_[np.zeros(len(nz), bool), np.ones(len(blk.g_rows), bool)]))
+        if band_lo is not None:
+            c.band_imp.append(blk.S[blk.S >= band_lo].numpy())
+            c.band_gen.append(blk.g_scores[blk.g_scores >= band_lo].numpy())
+        c.gen += _fold_bincount(binner(blk.g_scores), sp.fold[blk.g_rows], sp, n)
+        h = _fold_bincount(binner(blk.S), rows_fold, sp, n)
+        h[:, 0] -= torch.from_numpy(np.bincount(rows_fold, weights=blk.n_out, minlength=sp.n_folds).astype(np.int64))
+        c.imp += h
+    return c
+
+
+def _all_pairs(c: _Counts) -> dict:
+    """keep_scores: every pair in row-major order (row, then column), with its label."""
+    rows, cols, s, g = (np.concatenate(x) for x in zip(*c.pairs)) if c.pairs else (np.zeros(0, np.int64),) * 4
+    order = np.lexsort((cols, rows))
+    return {"scores": s[order].astype(np.float64), "is_genuine": g[order].astype(bool),
+            "rows": rows[order].astype(np.int64), "cols": cols[order].astype(np.int64)}
+
+
+def _target_bins(imp_np: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Bin holding the (k+1)-th largest impostor score, for each k."""
+    from_top = np.cumsum(imp_np[::-1])  # impostors in the top i+1 bins
+    return len(imp_np) - 1 - np.searchsorted(from_top, k + 1, side="left")
+
+
+def _lower_bound_points(gen_np, imp_np, edges, target_bins, fars, n_gen, n_imp) -> OperatingPoints:
+    """Accept at the upper edge of each target bin: a lower bound of TAR@FAR (``exact=False``)."""
+    gen_above = np.array([gen_np[b + 1:].sum() for b in target_bins])
+    imp_above = np.array([imp_np[b + 1:].sum() for b in target_bins])
+    return OperatingPoints(fars, gen_above / n_gen, edges[target_bins + 1], imp_above / n_imp, imp_above, n_gen, n_imp)
+
+
+def _rescan_bins(sp: _PairSpace, metric: str, binner: _Binner, target_bins: np.ndarray, progress: bool
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Second pass: the exact impostor and genuine scores of the target bins only."""
+    torch = _torch()
+    wanted = torch.from_numpy(np.unique(target_bins).astype(np.int32))
+    pi, pg = [], []
+    for blk in _blocks(sp, metric, progress, "scores (pass 2)"):
+        sel = torch.isin(binner(blk.S), wanted) & (blk.S > -math.inf)
+        pi.append(blk.S[sel].numpy())
+        pg.append(blk.g_scores[torch.isin(binner(blk.g_scores), wanted)].numpy())
+    return np.concatenate(pi), np.concatenate(pg)
+
+
+def _exact_points(vi: np.ndarray, vg: np.ndarray, binner: _Binner, gen_np: np.ndarray, imp_np: np.ndarray,
+                  target_bins: np.ndarray, k: np.ndarray, fars: np.ndarray) -> OperatingPoints:
+    """TAR@FAR from the histograms plus the exact scores ``vi``/``vg`` of (at least) the target bins."""
+    torch = _torch()
+    n_gen, n_imp = int(gen_np.sum()), int(imp_np.sum())
+    bi_ = binner(torch.from_numpy(np.ascontiguousarray(vi, np.float32))).numpy()
+    bg_ = binner(torch.from_numpy(np.ascontiguousarray(vg, np.float32))).numpy()
     tar, thr, far_ach, acc = (np.empty(len(fars)) for _ in range(4))
     for i, (b, kk) in enumerate(zip(target_bins, k)):
         imp_vals = np.sort(vi[bi_ == b].astype(np.float64))[::-1]
@@ -556,6 +641,76 @@ def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_
         above = np.r_[imp_vals[imp_vals > u], gen_vals[gen_vals > u]]
         # Any t in (u, next score] accepts the same pairs; report the next score when it is in this bin.
         thr[i] = float(above.min()) if len(above) else float(np.nextafter(u, np.inf))
-    out.points = OperatingPoints(fars, tar, thr, far_ach, acc.astype(np.int64), n_gen, n_imp)
+    return OperatingPoints(fars, tar, thr, far_ach, acc.astype(np.int64), n_gen, n_imp)
+
+
+def streamed_roc(A: ArrayLike, B: ArrayLike | None, labels_a: ArrayLike, labels_b: ArrayLike | None = None, *,
+                 metric: str = "cosine", far: float | Sequence[float] = DEFAULT_FARS, n_bins: int = 1 << 16,
+                 block: int = 1024, exact: bool = True, progress: bool = False, keep_scores: bool = False,
+                 sample_rows: int = 256, seed: int = 0, folds_a: ArrayLike | None = None,
+                 no_impostor_a: ArrayLike | None = None, no_impostor_b: ArrayLike | None = None) -> StreamedROC:
+    """All-pairs verification of ``A`` against ``B`` (or of ``A`` against itself, ``B=None``,
+    each unordered pair once) without ever holding the pair scores in memory.
+
+    Scores are computed block by block (matrix products) and accumulated into genuine and
+    impostor histograms of ``n_bins`` bins over the metric's score range, one per fold of the
+    row (``folds_a``). For exact TAR@FAR (``exact=True``; identical to :func:`operating_points`
+    on the same scores) the exact scores of the bin holding each target's threshold are needed:
+    a pre-pass over ``sample_rows`` random rows estimates a score band that should contain
+    those bins, the main pass keeps every score inside it (about ``3 * max(far)`` of the
+    pairs), and only if the band turns out too narrow does a second pass recompute the blocks.
+    Memory: one block of scores, the histograms and the kept band.
+
+    Args:
+        labels_a, labels_b: identity of each row; a pair is genuine when they are equal.
+        keep_scores: also return every pair (tests / small sets): ``info['scores']``,
+            ``info['is_genuine']``, ``info['rows']``, ``info['cols']`` (row-major order).
+        sample_rows: rows of ``A`` scored in the pre-pass; 0 skips it (always two passes).
+        folds_a: fold of each row of ``A`` (e.g. by probe identity): fills ``gen_fold_hist`` /
+            ``imp_fold_hist``.
+        no_impostor_a, no_impostor_b: boolean flags of images kept out of impostor pairs
+            (e.g. files byte-identical to an image of another identity); their genuine pairs stay.
+
+    Raises:
+        ValueError: on NaN/inf embeddings (they would otherwise break the histograms).
+    """
+    sp = _pair_space(A, B, labels_a, labels_b, folds_a, no_impostor_a, no_impostor_b, block)
+    fars = _check_fars(far)
+    binner = _Binner(*_score_range(sp.A, sp.B, metric), n_bins)
+    band_lo = _sample_band(sp, metric, fars, sample_rows, seed) if exact and not keep_scores else None
+    c = _accumulate(sp, metric, binner, band_lo, keep_scores, progress)
+    gen_f, imp_f = c.gen.numpy(), c.imp.numpy()
+    gen_np, imp_np = gen_f.sum(0), imp_f.sum(0)
+    edges = binner.edges
+    nonempty = np.flatnonzero(gen_np + imp_np)
+    smin, smax = (float(edges[nonempty[0]]), float(edges[nonempty[-1] + 1])) if len(nonempty) else (math.nan,) * 2
+    out = StreamedROC(edges, gen_np, imp_np, score_min=smin, score_max=smax, gen_fold_hist=gen_f, imp_fold_hist=imp_f,
+                      info={"metric": metric, "n_bins": n_bins, "lo": binner.lo, "hi": binner.hi, "exact": False,
+                            "passes": 1, "band_lo": band_lo, "n_folds": sp.n_folds})
+    if keep_scores:
+        out.info.update(_all_pairs(c))
+        s, g = out.info["scores"], out.info["is_genuine"]
+        c.band_imp, c.band_gen = [s[~g].astype(np.float32)], [s[g].astype(np.float32)]
+    n_gen, n_imp = out.n_genuine, out.n_impostor
+    if n_gen == 0 or n_imp == 0:
+        warnings.warn("TAR@FAR is undefined without both genuine and impostor pairs; returning NaN",
+                      UndefinedMetricWarning, stacklevel=2)
+        out.points = _nan_points(fars, n_gen, n_imp)
+        return out
+    _warn_resolution(fars, n_imp)
+    k = _max_accepted(fars, n_imp)
+    target_bins = _target_bins(imp_np, k)
+    if not exact:
+        out.points = _lower_bound_points(gen_np, imp_np, edges, target_bins, fars, n_gen, n_imp)
+        return out
+    # The bin below the lowest target bin must be inside the band too (float32 binning margin).
+    if keep_scores or (band_lo is not None and edges[max(target_bins.min() - 1, 0)] > band_lo):
+        vi = np.concatenate(c.band_imp) if c.band_imp else np.zeros(0, np.float32)
+        vg = np.concatenate(c.band_gen) if c.band_gen else np.zeros(0, np.float32)
+    else:  # the band missed a target bin (unrepresentative sample): recompute and keep those bins
+        out.info["passes"] = 2
+        vi, vg = _rescan_bins(sp, metric, binner, target_bins, progress)
+    del c
+    out.points = _exact_points(vi, vg, binner, gen_np, imp_np, target_bins, k, fars)
     out.info["exact"] = True
     return out
