@@ -216,7 +216,8 @@ def _source_note(row: pd.Series, table: str) -> str:
     parts = []
     if row.get("eval_id"):
         run = row.get("model_path") or row.get("model") or "?"
-        parts.append(f"eval `{row['eval_id']}` (recognizer {run}; training-data generator `{row['variant']}` "
+        variant = row["generator"] if table == "table3" else row["variant"]  # table3's "variant" is its label
+        parts.append(f"eval `{row['eval_id']}` (recognizer {run}; training-data generator `{variant}` "
                      f"family `{row['family']}` hash `{row.get('generator_hash') or '-'}`); "
                      f"Acc protocol: {row.get('acc_protocol') or 'not stated'}")
     if table == "table3" and row.get("quality_id"):
