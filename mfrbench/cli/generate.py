@@ -124,5 +124,8 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
     tag = " [SYNTHETIC]" if meta.get("synthetic") else ""
     click.echo(f"{meta['inputs']} inputs: {meta['ok']} ok, {meta['skipped']} skipped ({reasons}){tag}")
     click.echo(f"manifest: {Path(out) / 'manifest.csv'}")
+    ident = meta["generator"]  # the identity record train-fr, eval, quality and report read
+    click.echo(f"generator: {ident['variant']} (family {ident['family']}, config hash {ident['config_hash']}"
+               f"{', run ' + ident['run'] if ident['run'] else ''}, mask maps {ident['maps'] or 'unknown'})")
     if grid and meta["ok"]:
         click.echo(f"sample grid: {save_sample_grid(out)}")
