@@ -76,7 +76,9 @@ def _run_config(q, kind: str, size: int, batch: int, ngf: int, n_blocks: int, re
     import torch
 
     torch.set_num_threads(threads)
-    from mfrbench.generators.gan_core import GANBatch, build_gan, resolve_config
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.data import GANBatch
 
     t, m = resolve_config("cyclegan", None, train={"size": size, "batch_size": batch},
                           model={"ngf": ngf, "ndf": 64 if ngf >= 64 else ngf, "n_blocks": n_blocks})
@@ -91,7 +93,7 @@ def _run_config(q, kind: str, size: int, batch: int, ngf: int, n_blocks: int, re
         pools = ([], [])
         step = lambda: _baseline_step((gan.G_M, gan.G_F, gan.D_M, gan.D_F), gan.opt["G"], gan.opt["D"], pools, x, y)  # noqa: E731
     elif kind == "gen_ours":
-        from mfrbench.generators.gan_core import GANMaskGenerator
+        from mfrbench.generators.gan.generator import GANMaskGenerator
 
         g = GANMaskGenerator(gan, run_dir="bench", batch_size=32)
         imgs = np.random.default_rng(0).integers(0, 256, (32, 112, 112, 3), dtype=np.uint8)

@@ -73,7 +73,7 @@ def _stand_in_aux():
 def _domain(name, n, size, seed):
     import torch
 
-    from mfrbench.generators.gan_core import DomainData
+    from mfrbench.generators.gan.data import DomainData
 
     g = torch.Generator().manual_seed(seed)
     return DomainData(name, torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
@@ -84,7 +84,9 @@ def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int
     """Run in a child process: median train_step seconds and peak RSS for one configuration."""
     import torch
 
-    from mfrbench.generators import gan_core
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.data import step_batch
 
     torch.manual_seed(0)
     arch = _stand_in_aux() if method != "cyclegan" else ""
@@ -93,8 +95,8 @@ def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int
     train = dict(size=size, batch_size=batch, steps=3 * total + 3, amp=device == "cuda")
     if method != "cyclegan":
         model.update(det_checkpoint="bench", seg_checkpoint="bench", stage_steps=(total + 1, total + 1, total + 1))
-    tc, mc = gan_core.resolve_config(method, None, train=train, model=model)
-    gan = gan_core.build_gan(tc, mc, device)
+    tc, mc = resolve_config(method, None, train=train, model=model)
+    gan = build_gan(tc, mc, device)
     faces, masks = _domain("f", 32, size, 1), _domain("m", 32, size, 2)
     if method != "cyclegan":
         gan.prepare(faces, masks, __import__("pathlib").Path("/tmp/bench_mfgan_unused"))
@@ -102,7 +104,7 @@ def cell(method: str, stage: int, size: int, batch: int, steps: int, warmup: int
         gan.step = (stage - 1) * (total + 1)
     times, cpu = [], []
     for i in range(total):
-        b, rng = gan_core.step_batch(faces, masks, gan.step, tc, gan.device)
+        b, rng = step_batch(faces, masks, gan.step, tc, gan.device)
         if device == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -123,13 +125,14 @@ def generation(n: int, batch: int, device: str) -> float:
     """Images/s of MFGANMaskGenerator.generate on 112 px crops (reference-guided), one call per ``batch``."""
     import numpy as np
 
-    from mfrbench.generators import gan_core
     from mfrbench.generators import mfgan as M
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
 
     _stand_in_aux()
-    tc, mc = gan_core.resolve_config("mfgan", None, train=dict(size=64, steps=3),
-                                     model={**WIDTHS, "det_checkpoint": "b", "seg_checkpoint": "b"})
-    gan = gan_core.build_gan(tc, mc, device)
+    tc, mc = resolve_config("mfgan", None, train=dict(size=64, steps=3),
+                            model={**WIDTHS, "det_checkpoint": "b", "seg_checkpoint": "b"})
+    gan = build_gan(tc, mc, device)
     masks = _domain("m", 16, 64, 2)
     gan.prepare(_domain("f", 16, 64, 1), masks, __import__("pathlib").Path("/tmp/bench_mfgan_unused"))
     gen = M.MFGANMaskGenerator(gan, run_dir="bench", batch_size=batch)

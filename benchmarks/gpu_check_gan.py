@@ -26,7 +26,10 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check_gan: SKIPPED (no CUDA device)")
         return 0
-    from mfrbench.generators.gan_core import GANBatch, GANMaskGenerator, build_gan, resolve_config
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.data import GANBatch
+    from mfrbench.generators.gan.generator import GANMaskGenerator
 
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True

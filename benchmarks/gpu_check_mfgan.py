@@ -30,7 +30,9 @@ def main() -> int:
         return 0
     import bench_mfgan as B
 
-    from mfrbench.generators import gan_core
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.data import step_batch
 
     print(f"# gpu_check_mfgan  {torch.cuda.get_device_name(0)}  torch={torch.__version__}  loadavg={os.getloadavg()}")
     print("| stage | amp | channels_last | s/step | images/s | GPU peak MB |\n|---:|---|---|---:|---:|---:|")
@@ -40,11 +42,11 @@ def main() -> int:
             for cl in (False, True):
                 torch.cuda.reset_peak_memory_stats()
                 total = a.steps + 2
-                tc, mc = gan_core.resolve_config(
+                tc, mc = resolve_config(
                     "mfgan", None, train=dict(size=a.size, batch_size=a.batch, steps=3 * total + 3, amp=amp),
                     model={**B.WIDTHS, "det_checkpoint": "b", "seg_checkpoint": "b",
                            "stage_steps": (total + 1, total + 1, total + 1)})
-                gan = gan_core.build_gan(tc, mc, "cuda")
+                gan = build_gan(tc, mc, "cuda")
                 if cl:
                     for net in gan.networks().values():
                         net.to(memory_format=torch.channels_last)
@@ -54,7 +56,7 @@ def main() -> int:
                 gan.step = (stage - 1) * (total + 1)
                 times = []
                 for i in range(total):
-                    b, rng = gan_core.step_batch(faces, masks, gan.step, tc, gan.device)
+                    b, rng = step_batch(faces, masks, gan.step, tc, gan.device)
                     if cl:
                         b.faces, b.masks = (b.faces.contiguous(memory_format=torch.channels_last),
                                             b.masks.contiguous(memory_format=torch.channels_last))

@@ -1,4 +1,4 @@
-"""CycleGAN mask generator.
+"""CycleGAN mask generator, and the parts of its training step that IAMGAN and MFGAN reuse.
 
 Paper: Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
 Networks", ICCV 2017, https://arxiv.org/abs/1703.10593
@@ -7,13 +7,26 @@ PatchGAN, LSGAN, cycle weight 10, identity weight 0.5, image pool of 50, Adam(0.
 Domain *Face* = aligned unmasked crops, domain *Mask* = aligned real masked photos. Names follow
 the MFGAN paper: ``G_M`` (face -> masked face), ``G_F`` (masked -> face), ``D_M``, ``D_F``.
 
+The step is composed of named parts, so a family built on CycleGAN changes parameters and adds
+terms instead of copying the step (:meth:`CycleGAN.train_step` lists them):
+
+* :meth:`~CycleGAN.style_codes` -> :class:`StyleCodes` or ``None``: the code ``G_M`` is given
+  (none here; MFGAN's reference styles);
+* :meth:`~CycleGAN.cycle` -> :class:`CycleStep`: the four generator passes, through
+  :meth:`~CycleGAN.to_mask` (``G_M`` with the step's style code);
+* :meth:`~CycleGAN.adversarial_weights`: per-sample weights of ``G_M``'s adversarial term and of
+  ``D_M``'s fake term (none here; MFGAN's lambda_cor), the latter carried through the image pool;
+* :meth:`~CycleGAN.generator_terms` (adversarial, cycle, identity) + :meth:`~CycleGAN.extra_generator_losses`
+  (IAMGAN's identity terms, MFGAN's ``L_inv`` / ``L_sty`` / ``L_ds``);
+* :meth:`~CycleGAN.discriminator_terms` on pooled fakes; :meth:`~CycleGAN.update_averages` (EMA).
+
 Train with ``mfrbench train-gen --method cyclegan``; generate with
 ``mfrbench generate --method cyclegan --checkpoint RUN_DIR`` (:class:`GANMaskGenerator`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,8 +34,11 @@ from torch import nn
 
 from mfrbench.generators._blocks import PatchDiscriminator, ResnetGenerator
 from mfrbench.generators.base import register_generator
-from mfrbench.generators.gan_core import (EMA, GANBatch, ImagePool, TrainableGAN, l1, lsgan_loss,
-                                          register_gan_method, set_requires_grad)
+from mfrbench.generators.gan.contract import TrainableGAN, register_gan_method
+from mfrbench.generators.gan.data import GANBatch
+from mfrbench.generators.gan.generator import GANMaskGenerator
+from mfrbench.generators.gan.losses import l1, lsgan_d_loss, lsgan_g_loss, lsgan_loss
+from mfrbench.generators.gan.pool_ema import EMA, ImagePool, set_requires_grad
 
 
 @dataclass(frozen=True)
@@ -37,79 +53,147 @@ class CycleGANConfig:
     pool_size: int = 50
 
 
+@dataclass
+class StyleCodes:
+    """The style codes of a reference-guided step (StarGAN v2's ``s_trg`` / ``s_trg2``; MFGAN §III-D).
+
+    ``G_M`` is conditioned on ``target`` in both of its passes (face -> mask, and the cycle back to
+    the masked photo); ``second`` is a second reference's code for a diversity term.
+    """
+
+    target: torch.Tensor            # (B, style_dim)
+    second: torch.Tensor | None     # (B, style_dim)
+    domains: torch.Tensor           # (B,) style domain of each reference
+
+
+@dataclass
+class CycleStep:
+    """One step's generator outputs and per-sample weights: what every loss term of the step reads."""
+
+    real_f: torch.Tensor            # (B, 3, S, S) faces
+    real_m: torch.Tensor            # (B, 3, S, S) masked photos
+    fake_m: torch.Tensor            # G_M(f, s)
+    rec_f: torch.Tensor             # G_F(G_M(f, s))
+    fake_f: torch.Tensor            # G_F(m)
+    rec_m: torch.Tensor             # G_M(G_F(m), s)
+    codes: StyleCodes | None = None
+    g_weight: torch.Tensor | None = None    # (B,) weight of G_M's adversarial term per sample (None: plain LSGAN)
+    d_weight: torch.Tensor | None = None    # (B,) weight of D_M's fake term per fake, pooled with its image
+    log: dict[str, float] = field(default_factory=dict)   # readings for the loss log (not losses)
+
+
 @register_gan_method("cyclegan", CycleGANConfig)
 class CycleGAN(TrainableGAN):
-    """Unpaired face -> masked-face translation with cycle consistency.
-
-    Subclasses add generator loss terms through :meth:`extra_generator_losses` (IAMGAN).
-    """
+    """Unpaired face -> masked-face translation with cycle consistency; the parts of the step are listed
+    in the module docstring (IAMGAN and MFGAN override some of them)."""
 
     cfg: CycleGANConfig
 
     def build(self) -> None:
         c = self.cfg
+        self.make_networks()
+        self.ema = EMA(self.G_M, self.train_cfg.ema_decay)
+        self.opt["G"] = self.adam(self.generator_parameters())
+        self.opt["D"] = self.adam(list(self.D_M.parameters()) + list(self.D_F.parameters()))
+        self.pools = {"fake_M": ImagePool(c.pool_size), "fake_F": ImagePool(c.pool_size)}
+
+    def make_networks(self) -> None:
+        """Create ``G_M``, ``G_F``, ``D_M``, ``D_F`` (in this order: it fixes their seeded initialisation)."""
+        c = self.cfg
         self.G_M = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
         self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
         self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
         self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
-        self.ema = EMA(self.G_M, self.train_cfg.ema_decay)
-        self.opt["G"] = self.adam(list(self.G_M.parameters()) + list(self.G_F.parameters()))
-        self.opt["D"] = self.adam(list(self.D_M.parameters()) + list(self.D_F.parameters()))
-        self.pools = {"fake_M": ImagePool(c.pool_size), "fake_F": ImagePool(c.pool_size)}
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """What the generator optimiser ``opt["G"]`` steps."""
+        return list(self.G_M.parameters()) + list(self.G_F.parameters())
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G_M": self.G_M, "G_F": self.G_F, "D_M": self.D_M, "D_F": self.D_F, "G_M_ema": self.ema.net}
 
-    def extra_generator_losses(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted extra terms for the generator objective (none in CycleGAN)."""
+    # ---- the parts of the step (override these, not train_step)
+    def style_codes(self, batch: GANBatch, rng: np.random.Generator) -> StyleCodes | None:
+        """The step's style codes for ``G_M`` (``None``: an unconditioned generator, as here)."""
+        return None
+
+    def to_mask(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        """``G_M`` with style code ``s`` (CycleGAN's ``G_M`` takes none)."""
+        return self.G_M(x)
+
+    def cycle(self, batch: GANBatch, codes: StyleCodes | None) -> CycleStep:
+        """The four generator passes: ``f -> G_M -> G_F`` and ``m -> G_F -> G_M`` (both ``G_M`` passes get the code)."""
+        s = codes.target if codes is not None else None
+        fake_m = self.to_mask(batch.faces, s)
+        rec_f = self.G_F(fake_m)
+        fake_f = self.G_F(batch.masks)
+        rec_m = self.to_mask(fake_f, s)
+        return CycleStep(batch.faces, batch.masks, fake_m, rec_f, fake_f, rec_m, codes)
+
+    def adversarial_weights(self, step: CycleStep) -> None:
+        """Set ``step.g_weight`` / ``step.d_weight`` (per-sample weights of the ``D_M`` terms); none in CycleGAN."""
+
+    def generator_terms(self, step: CycleStep) -> dict[str, torch.Tensor]:
+        """CycleGAN's generator objective, weighted: adversarial (LSGAN), cycle (L1) and identity (L1) terms."""
+        c = self.cfg
+        terms = {
+            "G_M_gan": lsgan_g_loss(self.D_M(step.fake_m), step.g_weight),
+            "G_F_gan": lsgan_loss(self.D_F(step.fake_f), True),
+            "cyc_F": l1(step.rec_f, step.real_f) * c.lambda_cycle,
+            "cyc_M": l1(step.rec_m, step.real_m) * c.lambda_cycle,
+        }
+        if c.lambda_identity > 0:  # G_M should leave masked faces alone, G_F unmasked ones
+            w = c.lambda_cycle * c.lambda_identity
+            terms["idt_M"] = l1(self.to_mask(step.real_m), step.real_m) * w
+            terms["idt_F"] = l1(self.G_F(step.real_f), step.real_f) * w
+        return terms
+
+    def extra_generator_losses(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Weighted terms a family adds to the generator objective (none in CycleGAN)."""
         return {}
 
+    def update_averages(self) -> None:
+        """EMA of the sampling networks after the generator step."""
+        self.ema.update(self.G_M, self.step)
+
+    def discriminator_terms(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """LSGAN losses of ``D_M`` and ``D_F`` on real images and pooled fakes (``D_M``'s fakes keep their weight)."""
+        pool_m = self.pools["fake_M"]
+        if step.d_weight is None:
+            pooled_m, pooled_w = pool_m.query(step.fake_m.detach(), rng), None
+        else:
+            pooled_m, pooled_w = pool_m.query_weighted(step.fake_m, step.d_weight, rng)
+        pooled_f = self.pools["fake_F"].query(step.fake_f.detach(), rng)
+        with self.autocast():
+            return {"D_M": lsgan_d_loss(self.D_M(step.real_m), self.D_M(pooled_m), pooled_w),
+                    "D_F": lsgan_d_loss(self.D_F(step.real_f), self.D_F(pooled_f))}
+
     def train_step(self, batch: GANBatch, rng: np.random.Generator) -> dict[str, float]:
-        c = self.cfg
-        real_f, real_m = batch.faces, batch.masks
-        # ---- generators
+        """Generators (+ whatever the codes' encoder is) on the generator terms, then the discriminators."""
         set_requires_grad([self.D_M, self.D_F], False)
         self.opt["G"].zero_grad(set_to_none=True)
         with self.autocast():
-            fake_m = self.G_M(real_f)
-            rec_f = self.G_F(fake_m)
-            fake_f = self.G_F(real_m)
-            rec_m = self.G_M(fake_f)
-            terms = {
-                "G_M_gan": lsgan_loss(self.D_M(fake_m), True),
-                "G_F_gan": lsgan_loss(self.D_F(fake_f), True),
-                "cyc_F": l1(rec_f, real_f) * c.lambda_cycle,
-                "cyc_M": l1(rec_m, real_m) * c.lambda_cycle,
-            }
-            if c.lambda_identity > 0:  # G_M should leave masked faces alone, G_F unmasked ones
-                w = c.lambda_cycle * c.lambda_identity
-                terms["idt_M"] = l1(self.G_M(real_m), real_m) * w
-                terms["idt_F"] = l1(self.G_F(real_f), real_f) * w
-            terms.update(self.extra_generator_losses(real_f, fake_m))
+            codes = self.style_codes(batch, rng)
+            step = self.cycle(batch, codes)
+            self.adversarial_weights(step)
+            terms = self.generator_terms(step)
+            terms.update(self.extra_generator_losses(step, rng))
             loss_g = sum(terms.values())
         loss_g.backward()
         self.opt["G"].step()
-        self.ema.update(self.G_M, self.step)
-        # ---- discriminators (on pooled fakes)
+        self.update_averages()
         set_requires_grad([self.D_M, self.D_F], True)
         self.opt["D"].zero_grad(set_to_none=True)
-        pooled_m = self.pools["fake_M"].query(fake_m.detach(), rng)
-        pooled_f = self.pools["fake_F"].query(fake_f.detach(), rng)
-        with self.autocast():
-            d_m = 0.5 * (lsgan_loss(self.D_M(real_m), True) + lsgan_loss(self.D_M(pooled_m), False))
-            d_f = 0.5 * (lsgan_loss(self.D_F(real_f), True) + lsgan_loss(self.D_F(pooled_f), False))
-        (d_m + d_f).backward()
+        d_terms = self.discriminator_terms(step, rng)
+        sum(d_terms.values()).backward()
         self.opt["D"].step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update(D_M=float(d_m.detach()), D_F=float(d_f.detach()))
-        return out
+        return {**{k: float(v.detach()) for k, v in terms.items()}, **step.log,
+                **{k: float(v.detach()) for k, v in d_terms.items()}}
 
 
 @register_generator
 def cyclegan(checkpoint: str | None = None, seg_checkpoint: str | None = None, device: str | None = None,
              batch_size: int = 32) -> "GANMaskGenerator":
-    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`; mask maps from ``seg_checkpoint``."""
-    from mfrbench.generators.gan_core import GANMaskGenerator
-
+    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`; maps from ``seg_checkpoint``."""
     return GANMaskGenerator.from_run(checkpoint, expect="cyclegan", seg_checkpoint=seg_checkpoint, device=device,
                                      batch_size=batch_size)

@@ -36,13 +36,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators.base import register_generator
-from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig
-from mfrbench.generators.gan_core import register_gan_method, set_requires_grad
+from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig, CycleStep
+from mfrbench.generators.gan.contract import register_gan_method
+from mfrbench.generators.gan.generator import GANMaskGenerator
+from mfrbench.generators.gan.pool_ema import set_requires_grad
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,12 @@ class IAMGAN(CycleGAN):
         elif self.cfg.lambda_feat > 0:
             log.warning("iamgan: no --set recognizer=FR_RUN given: the feature-level identity term is off")
 
-    def extra_generator_losses(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extra_generator_losses(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """IAMGAN's two terms on CycleGAN's ``G_M(f)`` (see :meth:`identity_terms`)."""
+        return self.identity_terms(step.real_f, step.fake_m)
+
+    def identity_terms(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted pixel-level (``pix``) and feature-level (``feat``) identity terms of ``fake_m = G_M(real_f)``."""
         with torch.no_grad():
             keep = 1.0 - self.seg.probs(fake_m.detach().float())       # (B, 1, S, S), 1 = not mask
         diff = (fake_m - real_f).abs().mean(1, keepdim=True)           # (B, 1, S, S)
@@ -102,8 +110,6 @@ class IAMGAN(CycleGAN):
 @register_generator
 def iamgan(checkpoint: str | None = None, seg_checkpoint: str | None = None, device: str | None = None,
            batch_size: int = 32):
-    """A trained IAMGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator` (mask maps from its own Seg by default)."""
-    from mfrbench.generators.gan_core import GANMaskGenerator
-
+    """A trained IAMGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator` (maps from its own Seg by default)."""
     return GANMaskGenerator.from_run(checkpoint, expect="iamgan", seg_checkpoint=seg_checkpoint, device=device,
                                      batch_size=batch_size)

@@ -5,7 +5,7 @@ Generation", SEKE 2022, DOI 10.18293/SEKE2022-016 (``../shared/reference/mfgan-p
 No public code exists; this is a first implementation. Building blocks are the shared CycleGAN
 ones (``_blocks.py``: ResNet generator, PatchGAN, AdaIN), the style encoder follows StarGAN v2's
 ``StyleEncoder`` (Choi et al. 2020) with iResNet ResStages (Duta et al. 2020), and the training
-contract/loop is ``gan_core`` (LSGAN, image pool, EMA, Adam, linear decay, exact resume).
+contract/loop is ``generators/gan/`` (LSGAN, image pool, EMA, Adam, linear decay, exact resume).
 
 Networks (names of the paper):
     ``G_M``  face -> masked face, CycleGAN ResNet generator whose up-sampling blocks use AdaIN on a
@@ -43,6 +43,10 @@ Gaps the paper leaves open and how they are filled (also in the README, "MFGAN: 
   available). ``L_inv`` is a mean over pixels (``mu`` does not depend on resolution).
 * **L_ds** follows StarGAN v2: the second output is detached and ``lambda_ds`` decays linearly to
   0 over stage 3 (``ds_decay``). ``E`` is trained by the generator's optimiser, as in StarGAN v2.
+* **L_sty's target code is detached** (:func:`mfgan_losses.style_reconstruction_loss`): ``E``
+  learns to recover ``s = E(m, y)`` from ``G_M(f, s)``, but cannot lower ``L_sty`` by moving the
+  target, e.g. by collapsing every code to a constant once ``lambda_ds`` has decayed. StarGAN v2's
+  reference-guided step never updates the target's encoder on this loss either.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -60,14 +64,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.generate import GeneratedBatch
 from mfrbench.generators import mfgan_losses as L
-from mfrbench.generators._blocks import (AdaINUpBlock, PatchDiscriminator, ResnetGenerator, ResStage, init_weights,
-                                         norm_layer)
+from mfrbench.generators._blocks import (
+    AdaINUpBlock,
+    PatchDiscriminator,
+    ResnetGenerator,
+    ResStage,
+    init_weights,
+    norm_layer,
+)
 from mfrbench.generators.base import register_generator
-from mfrbench.generators.gan_core import (EMA, GAN_METHODS, GANBatch, GANMaskGenerator, GANMethod, ImagePool,
-                                          TrainableGAN, l1, lsgan_loss, set_requires_grad)
-from mfrbench.generators.cyclegan import CycleGANConfig  # after gan_core: it loads the built-in methods
+from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig, CycleStep, StyleCodes
+from mfrbench.generators.gan.checkpoint import load_gan
+from mfrbench.generators.gan.contract import GAN_METHODS, GANMethod
+from mfrbench.generators.gan.data import GANBatch, load_domain, to_uint8
+from mfrbench.generators.gan.generator import GANMaskGenerator
+from mfrbench.generators.gan.pool_ema import EMA, set_requires_grad
 from mfrbench.metrics.quality import non_mask_ssim_psnr  # the evaluator's SSIM/PSNR: one definition
+from mfrbench.runs import atomic_write_text, choose_device
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +142,8 @@ class StyleEncoder(nn.Module):
         return out[torch.arange(x.shape[0], device=x.device), y]      # (B, style_dim)
 
 
-def mask_style_features(images: torch.Tensor, mask_prob: torch.Tensor | None, *, min_frac: float = 0.01) -> torch.Tensor:
+def mask_style_features(images: torch.Tensor, mask_prob: torch.Tensor | None, *,
+                        min_frac: float = 0.01) -> torch.Tensor:
     """Colour/texture statistics of the mask region, the space the style domains are clustered in.
 
     Args:
@@ -222,7 +238,6 @@ class FrozenAux:
             seg = load_seg(run, device)                 # generators/seg.py ``Seg``: U-Net logits + its size
             return cls(kind, seg.net, size=int(seg.size), run=str(run))
         from mfrbench.generators.parts import load_det
-
         from mfrbench.generators.seg import PARTS
 
         det = load_det(run, device)                     # generators/parts.py ``Det``: (part, wearing) logits
@@ -343,39 +358,53 @@ def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
 # ---------------------------------------------------------------------------------------- backend
 
 
-class MFGAN(TrainableGAN):
-    """MFGAN's three-stage training behind the shared contract (``build``, ``train_step``, ``networks``)."""
+class MFGAN(CycleGAN):
+    """MFGAN's three-stage training, composed from CycleGAN's step (see the module docstring).
+
+    What it changes in :class:`~mfrbench.generators.cyclegan.CycleGAN`: the networks (``G_M`` with
+    AdaIN on a style code, ``D_M`` one conv deeper, the style encoder ``E`` stepped with the
+    generators), the style codes of stage 3 (:meth:`style_codes`), the per-sample weights of the
+    ``D_M`` terms (lambda_cor, :meth:`adversarial_weights`), and the added terms ``L_inv``,
+    ``L_sty``, ``L_ds`` (:meth:`extra_generator_losses`). Cycle and identity terms, the pools and
+    the discriminator losses are CycleGAN's.
+    """
 
     cfg: MFGANConfig
 
     # ---- construction
     def build(self) -> None:
-        c, t = self.cfg, self.train_cfg
-        self.stages = split_stages(t.steps, c.stage_steps)
-        self.G_M = StyleGenerator(style_dim=c.style_dim, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
-        self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
-        self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm, extra_convs=c.d_m_extra_convs)
-        self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
-        self.E = StyleEncoder(c.style_dim, c.n_domains, c.enc_dim, c.enc_middle, c.norm)
-        self.domains = StyleDomains(c.n_domains)
-        self.ema = EMA(self.G_M, t.ema_decay)
-        self.ema_E = EMA(self.E, t.ema_decay)
-        # E is trained with the generators (StarGAN v2 steps the style encoder on the G loss)
-        self.opt["G"] = self.adam(list(self.G_M.parameters()) + list(self.G_F.parameters()) + list(self.E.parameters()))
-        self.opt["D"] = self.adam(list(self.D_M.parameters()) + list(self.D_F.parameters()))
-        self.pools = {"fake_M": ImagePool(c.pool_size), "fake_F": ImagePool(c.pool_size)}
+        c = self.cfg
+        self.stages = split_stages(self.train_cfg.steps, c.stage_steps)
+        super().build()
+        self.ema_E = EMA(self.E, self.train_cfg.ema_decay)
         self.det = FrozenAux.from_run("Det", c.det_checkpoint, self.device) if (c.use_cor or c.det_checkpoint) else None
-        self.seg = FrozenAux.from_run("Seg", c.seg_checkpoint, self.device) if (c.use_inv or c.use_sty or c.seg_checkpoint) else None
+        needs_seg = c.use_inv or c.use_sty or c.seg_checkpoint
+        self.seg = FrozenAux.from_run("Seg", c.seg_checkpoint, self.device) if needs_seg else None
         if self.det is not None:
             parts = self.det.parts
             unknown = (set(c.cor_weights) | set(c.cor_covered)) - set(parts)
             # weights/covered parts that Det does not predict are ignored with a note, not an error:
             # the penalty vector W is defined over whatever Det predicts (§III-B "face, eyes, ...").
             if unknown:
-                log.info("Det %s predicts %s; ignoring %s in cor_weights/cor_covered", c.det_checkpoint, parts, sorted(unknown))
+                log.info("Det %s predicts %s; ignoring %s in cor_weights/cor_covered", c.det_checkpoint, parts,
+                         sorted(unknown))
             self.cor_w = [float(c.cor_weights.get(p, 0.0)) for p in parts]
             self.cor_cov = [p in c.cor_covered for p in parts]
         self._prep: dict[str, Any] = {}
+
+    def make_networks(self) -> None:
+        """CycleGAN's four networks with ``G_M`` style-conditioned and ``D_M`` deeper (§IV-A), then ``E``."""
+        c = self.cfg
+        self.G_M = StyleGenerator(style_dim=c.style_dim, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm, extra_convs=c.d_m_extra_convs)
+        self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
+        self.E = StyleEncoder(c.style_dim, c.n_domains, c.enc_dim, c.enc_middle, c.norm)
+        self.domains = StyleDomains(c.n_domains)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """``E`` is trained with the generators (StarGAN v2 steps the style encoder on the G loss)."""
+        return super().generator_parameters() + list(self.E.parameters())
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G_M": self.G_M, "G_F": self.G_F, "D_M": self.D_M, "D_F": self.D_F, "E": self.E,
@@ -390,7 +419,7 @@ class MFGAN(TrainableGAN):
         a, b, c = self.stages
         return [a, a + b, a + b + c]
 
-    # ---- dataset-level preparation (called by gan_core.fit before the first step, also on resume)
+    # ---- dataset-level preparation (called by gan.fit.fit before the first step, also on resume)
     def prepare(self, faces: Any, masks: Any, run_dir: Path) -> None:
         """Cluster the masked photos into K style domains (once), index them, fix the read-out set."""
         self._prep = {"masks": masks, "faces": faces, "run_dir": Path(run_dir)}
@@ -423,7 +452,7 @@ class MFGAN(TrainableGAN):
         """Style domain of masked images (nearest centroid of their Seg mask-region statistics)."""
         return self.domains.assign(mask_style_features(images, self.seg(images) if self.seg else None))
 
-    # ---- pieces of the step
+    # ---- MFGAN's parts of the CycleGAN step
     def _lambda_cor(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         vis_in, vis_out = self.det(real_f), self.det(fake_m.detach())
@@ -436,74 +465,61 @@ class MFGAN(TrainableGAN):
                         for k in y.tolist()])
         return masks.batch(idx, np.zeros(len(idx), bool), self.device)
 
-    def train_step(self, batch: GANBatch, rng: np.random.Generator) -> dict[str, float]:
+    def to_mask(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+        """``G_M(x, s)``; ``s=None`` is the learned default style (stages 1-2, the identity term)."""
+        return self.G_M(x, s)
+
+    def style_codes(self, batch: GANBatch, rng: np.random.Generator) -> StyleCodes | None:
+        """Stage 3 (with ``use_sty``): the masked photo's code ``E(m, y)`` and a same-domain second reference's."""
+        if not (self.cfg.use_sty and self.stage_of(self.step) >= 3):
+            return None
+        y = self.domain_of(batch.masks)                                 # (B,) domains of the references
+        target = self.E(batch.masks, y)                                 # (B, style_dim)
+        second = self.E(self._second_reference(y, rng), y)
+        return StyleCodes(target, second, y)
+
+    def adversarial_weights(self, step: CycleStep) -> None:
+        """lambda_cor per sample (eq. 1) on G_M's adversarial term and/or D_M's fake term (``cor_apply``).
+
+        MFGAN's adversarial terms are always the per-sample form; a term lambda_cor does not apply
+        to gets weight 1 (the same value as the plain mean).
+        """
+        c = self.cfg
+        lam = self._lambda_cor(step.real_f, step.fake_m) if c.use_cor else None
+        step.g_weight, step.d_weight = L.cor_weights(lam, len(step.fake_m), apply=c.cor_apply,
+                                                     device=step.fake_m.device)
+        if lam is not None:
+            step.log["lambda_cor"] = float(lam.mean())
+
+    def extra_generator_losses(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """``mu * L_inv`` from stage 2 (eq. 4); ``lambda_sty * L_sty - lambda_ds * L_ds`` in stage 3 (eq. 7)."""
         c = self.cfg
         stage = self.stage_of(self.step)
-        sty = c.use_sty and stage >= 3
-        inv = c.use_inv and stage >= 2
-        if sty and "masks" not in self._prep:
-            raise MfrbenchError("MFGAN stage 3 needs the masked-photo bank: train through gan_core.fit (it calls prepare)")
-        real_f, real_m = batch.faces, batch.masks
-        # ---- generators (+ E in stage 3)
-        set_requires_grad([self.D_M, self.D_F], False)
-        self.opt["G"].zero_grad(set_to_none=True)
-        extra: dict[str, float] = {"stage": float(stage)}
-        with self.autocast():
-            if sty:
-                y = self.domain_of(real_m)                         # (B,) domains of the references
-                s1 = self.E(real_m, y)                             # (B, style_dim)
-                ref2 = self._second_reference(y, rng)
-                s2 = self.E(ref2, y)
-            else:
-                y = s1 = s2 = None
-            fake_m = self.G_M(real_f, s1)
-            lam = self._lambda_cor(real_f, fake_m) if c.use_cor else None
-            rec_f = self.G_F(fake_m)
-            fake_f = self.G_F(real_m)
-            rec_m = self.G_M(fake_f, s1)                      # back to the masked photo in its own style
-            terms = {
-                "G_M_gan": L.corrected_g_loss(self.D_M(fake_m), lam, apply=c.cor_apply),
-                "G_F_gan": lsgan_loss(self.D_F(fake_f), True),
-                "cyc_F": l1(rec_f, real_f) * c.lambda_cycle,
-                "cyc_M": l1(rec_m, real_m) * c.lambda_cycle,
-            }
-            if c.lambda_identity > 0:
-                w = c.lambda_cycle * c.lambda_identity
-                terms["idt_M"] = l1(self.G_M(real_m), real_m) * w
-                terms["idt_F"] = l1(self.G_F(real_f), real_f) * w
-            if inv:
-                s_f = L.non_mask_map(self.seg(fake_m), threshold=c.seg_threshold)
-                terms["inv"] = L.local_invariance_loss(fake_m, real_f, s_f) * c.lambda_inv
-            if sty:
-                terms["sty"] = L.style_reconstruction_loss(s1, self.E(fake_m, y)) * c.lambda_sty
-                lam_ds = L.ds_weight(self.step - sum(self.stages[:2]), c.lambda_ds,
-                                     self.stages[2] if c.ds_decay else None)
-                fake_m2 = self.G_M(real_f, s2).detach()
-                terms["ds"] = -L.style_diversity_loss(fake_m, fake_m2) * lam_ds   # maximised: enters negated
-                extra["lambda_ds"] = lam_ds
-            loss_g = sum(terms.values())
-        loss_g.backward()
-        self.opt["G"].step()
-        self.ema.update(self.G_M, self.step)
+        terms: dict[str, torch.Tensor] = {}
+        if c.use_inv and stage >= 2:
+            s_f = L.non_mask_map(self.seg(step.fake_m), threshold=c.seg_threshold)
+            terms["inv"] = L.local_invariance_loss(step.fake_m, step.real_f, s_f) * c.lambda_inv
+        codes = step.codes
+        if codes is not None:
+            # the target code is a constant of L_sty (StarGAN v2): E learns to recover it, not to move it
+            terms["sty"] = L.style_reconstruction_loss(codes.target, self.E(step.fake_m, codes.domains)) * c.lambda_sty
+            lam_ds = L.ds_weight(self.step - sum(self.stages[:2]), c.lambda_ds, self.stages[2] if c.ds_decay else None)
+            fake_m2 = self.to_mask(step.real_f, codes.second).detach()
+            terms["ds"] = -L.style_diversity_loss(step.fake_m, fake_m2) * lam_ds   # maximised: enters negated
+            step.log["lambda_ds"] = lam_ds
+        return terms
+
+    def update_averages(self) -> None:
+        super().update_averages()
         self.ema_E.update(self.E, self.step)
-        # ---- discriminators on pooled fakes; lambda_cor travels with its image as a 4th channel
-        set_requires_grad([self.D_M, self.D_F], True)
-        self.opt["D"].zero_grad(set_to_none=True)
-        lam_plane = (lam if lam is not None else torch.ones(len(fake_m), device=fake_m.device))
-        packed = torch.cat([fake_m.detach().float(), lam_plane.float()[:, None, None, None].expand(-1, 1, *fake_m.shape[2:])], 1)
-        pooled = self.pools["fake_M"].query(packed, rng)
-        pooled_m, pooled_lam = pooled[:, :3], pooled[:, 3, 0, 0]
-        pooled_f = self.pools["fake_F"].query(fake_f.detach(), rng)
-        with self.autocast():
-            d_m = L.corrected_d_loss(self.D_M(real_m), self.D_M(pooled_m), pooled_lam if c.use_cor else None,
-                                     apply=c.cor_apply)
-            d_f = 0.5 * (lsgan_loss(self.D_F(real_f), True) + lsgan_loss(self.D_F(pooled_f), False))
-        (d_m + d_f).backward()
-        self.opt["D"].step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        if lam is not None:
-            out["lambda_cor"] = float(lam.mean())
-        out.update(D_M=float(d_m.detach()), D_F=float(d_f.detach()), **extra)
+
+    def train_step(self, batch: GANBatch, rng: np.random.Generator) -> dict[str, float]:
+        """CycleGAN's step with MFGAN's parts; logs the stage and writes the stage read-out at each stage end."""
+        stage = self.stage_of(self.step)
+        if self.cfg.use_sty and stage >= 3 and "masks" not in self._prep:
+            raise MfrbenchError("MFGAN stage 3 needs the masked-photo bank: train through gan.fit.fit "
+                                "(it calls prepare)")
+        out = {**super().train_step(batch, rng), "stage": float(stage)}
         if self.step + 1 in self.stage_ends() and "run_dir" in self._prep:
             self.stage_report(stage)
         return out
@@ -541,7 +557,6 @@ class MFGAN(TrainableGAN):
     @torch.no_grad()
     def stage_report(self, stage: int) -> dict:
         """Per-stage read-out (JSON + grid under ``RUN/stages/``): the metrics each stage claims to move."""
-        from mfrbench.generators.gan_core import _to_uint8, atomic_write_text
         from mfrbench.imageio import save_image
         from mfrbench.viz import image_grid
 
@@ -559,7 +574,7 @@ class MFGAN(TrainableGAN):
         blank = torch.ones_like(real[:1])
         rows = [torch.cat([blank, real[:n]]), torch.cat([blank, out[:n]])]
         rows += [torch.cat([refs[k:k + 1], styled[k][:n]]) for k in range(len(refs))]
-        tiles = [t for r in rows for t in _to_uint8(r)]
+        tiles = [t for r in rows for t in to_uint8(r)]
         save_image(d / f"stage{stage}_grid.png", image_grid(tiles, cols=n + 1, size=max(64, real.shape[-1])))
         log.info("stage %d read-out: %s", stage, {k: v for k, v in report.items() if not isinstance(v, dict)})
         return report
@@ -593,8 +608,6 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
       definition (``mfrbench.metrics.quality.non_mask_ssim_psnr``); FID/KID are left to ``mfrbench quality``;
     * ``style_diversity``: mean L1 (in [-1, 1] units) between outputs for different references.
     """
-    from mfrbench.generators.gan_core import _to_uint8
-
     res: dict[str, Any] = {"n": int(real.shape[0])}
     if model.det is not None:
         vin, vout = model.det(real), model.det(out)
@@ -610,7 +623,7 @@ def quality_readout(model: MFGAN, real: torch.Tensor, out: torch.Tensor,
         for part, (y0, y1, x0, x1) in template_boxes(out.shape[-1]).items():
             res[f"{part}_cov"] = float(mp[:, y0:y1, x0:x1].float().mean())
         res["mask_area"] = float(mp.float().mean())
-        r8, o8, keep = _to_uint8(real), _to_uint8(out), (~mp).cpu().numpy()
+        r8, o8, keep = to_uint8(real), to_uint8(out), (~mp).cpu().numpy()
         vals = np.array([non_mask_ssim_psnr(r8[i], o8[i], keep[i]) for i in range(len(r8))])
         psnr = np.where(np.isinf(vals[:, 1]), np.nan, vals[:, 1])
         # NaN (not 0) when Seg leaves no non-mask pixel on any output: the metric is undefined there
@@ -635,7 +648,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _preset_config(name: str, overrides: dict[str, Any]) -> type:
-    """A subclass of :class:`MFGANConfig` whose defaults carry the preset (so profiles and CLI overrides still apply)."""
+    """A subclass of :class:`MFGANConfig` whose defaults carry the preset (profiles and CLI overrides still apply)."""
     if not overrides:
         return MFGANConfig
     flds = [(k, type(v), dataclasses.field(default=v)) for k, v in overrides.items()]
@@ -690,8 +703,6 @@ class MFGANMaskGenerator(GANMaskGenerator):
         if reference:
             import hashlib
 
-            from mfrbench.generators.gan_core import load_domain
-
             tag = hashlib.sha1(str(Path(reference).resolve()).encode()).hexdigest()[:10]
             self.bank = load_domain("references", reference, Path(run_dir) / "data" / f"references-{tag}",
                                     size=self.size, masked=True, min_face_px=model.train_cfg.min_face_px,
@@ -718,11 +729,10 @@ class MFGANMaskGenerator(GANMaskGenerator):
     def from_run(cls, checkpoint: str | None, *, reference: str | None = None, reference_mode: str | None = None,
                  reference_index: int = 0, seed: int = 0, device: str | None = None, batch_size: int = 32,
                  **_ignored: Any) -> "MFGANMaskGenerator":
-        from mfrbench.generators.gan_core import load_gan
-
         if not checkpoint:
-            raise MfrbenchError("the mfgan generator needs --checkpoint RUN_DIR (a run of `mfrbench train-gen --method mfgan`)")
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            raise MfrbenchError("the mfgan generator needs --checkpoint RUN_DIR "
+                                "(a run of `mfrbench train-gen --method mfgan`)")
+        dev = choose_device(device)
         model = load_gan(checkpoint, dev)
         if not isinstance(model, MFGAN):
             raise MfrbenchError(f"{checkpoint} is a {model.train_cfg.method} run, not an MFGAN preset")
@@ -750,9 +760,6 @@ class MFGANMaskGenerator(GANMaskGenerator):
     @torch.no_grad()
     def generate(self, images: np.ndarray, landmarks: np.ndarray | None = None, *, rng: Any,
                  identities: Sequence[str | None] | None = None) -> "GeneratedBatch":
-        from mfrbench.generators.base import GeneratedBatch
-        from mfrbench.generators.gan_core import _to_uint8
-
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"Expected uint8 images of shape (B, H, W, 3), but got {images.dtype} {images.shape}")
@@ -771,7 +778,7 @@ class MFGANMaskGenerator(GANMaskGenerator):
             if (h, w) != (self.size, self.size):
                 y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False).clamp(-1, 1)
                 m = F.interpolate(m[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0.5
-            outs.append(_to_uint8(y))
+            outs.append(to_uint8(y))
             maps.append(m.to(torch.uint8).cpu().numpy())
         for j in range(len(images)):
             row = {"mask_type": "mfgan", "wearing": "", "gan_run": self.run_dir, "mask_map_source": "seg",

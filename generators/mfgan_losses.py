@@ -113,36 +113,31 @@ def penalty(disagreement: Tensor, weights: Sequence[float] | Tensor) -> Tensor:
     return disagreement.float() @ w
 
 
-def lsgan_per_sample(pred: Tensor, target: float) -> Tensor:
-    """Least-squares GAN loss per sample: mean over the PatchGAN map of ``(pred - target)^2``, ``(B,)``."""
-    return ((pred.float() - target) ** 2).flatten(1).mean(1)
+def cor_weights(lam_cor: Tensor | None, n: int, *, apply: CorApply = "both",
+                device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample weights of ``G_M``'s adversarial term and of ``D_M``'s fake term: where lambda_cor applies.
 
+    Equation (2) is one min-max objective that both players share, so ``both`` (the default) is
+    its direct reading; the paper's prose names only the discriminator (``d_fake``), which reaches
+    G only through a sharper D; ``g`` weighs the generator only. A term lambda_cor does not apply
+    to (or every term, with ``lam_cor=None``: no Det) gets weight 1. The weights feed
+    :func:`mfrbench.generators.gan.losses.lsgan_g_loss` / ``lsgan_d_loss``.
 
-def corrected_d_loss(pred_real: Tensor, pred_fake: Tensor, lam_cor: Tensor | None, *,
-                     apply: CorApply = "both") -> Tensor:
-    """D_M's half of ``lambda_cor * L_GAN(G_M, D_M)`` (eq. 2), least-squares form.
+    Returns:
+        ``(g_weight, d_weight)``, each ``(n,)``.
 
-    ``0.5 * (mean_i (D(m_i) - 1)^2 + mean_i w_i * D(G(f_i))^2)`` with ``w = lambda_cor`` when
-    ``apply`` is ``d_fake`` or ``both``, else 1. Only the fake term is weighted: lambda_cor is a
-    property of a generated sample (its Det verdict); real masked photos have none.
+    Example:
+        >>> lam = torch.tensor([1.0, 3.0])
+        >>> [w.tolist() for w in cor_weights(lam, 2, apply="d_fake")]
+        [[1.0, 1.0], [1.0, 3.0]]
     """
-    fake = lsgan_per_sample(pred_fake, 0.0)
-    if lam_cor is not None and apply in ("d_fake", "both"):
-        fake = fake * lam_cor.to(fake)
-    return 0.5 * (lsgan_per_sample(pred_real, 1.0).mean() + fake.mean())
-
-
-def corrected_g_loss(pred_fake: Tensor, lam_cor: Tensor | None, *, apply: CorApply = "both") -> Tensor:
-    """G_M's half of ``lambda_cor * L_GAN(G_M, D_M)``: ``mean_i w_i (D(G(f_i)) - 1)^2``.
-
-    ``w = lambda_cor`` when ``apply`` is ``g`` or ``both``. Equation (2) is one min-max objective
-    that both players share, so ``both`` (the default) is its direct reading; the paper's prose
-    names only the discriminator (``d_fake``), which reaches G only through a sharper D.
-    """
-    g = lsgan_per_sample(pred_fake, 1.0)
-    if lam_cor is not None and apply in ("g", "both"):
-        g = g * lam_cor.to(g)
-    return g.mean()
+    if apply not in ("d_fake", "g", "both"):
+        raise ValueError(f"Expected `apply` in ('d_fake', 'g', 'both'), but got {apply!r}")
+    ones = torch.ones(n, device=device if lam_cor is None else lam_cor.device)
+    if lam_cor is None:
+        return ones, ones
+    lam = lam_cor.detach()
+    return (lam if apply in ("g", "both") else ones), (lam if apply in ("d_fake", "both") else ones)
 
 
 def non_mask_map(mask_prob: Tensor, *, threshold: float = 0.5) -> Tensor:
@@ -174,8 +169,18 @@ def local_invariance_loss(fake: Tensor, real: Tensor, s_f: Tensor) -> Tensor:
 
 
 def style_reconstruction_loss(s: Tensor, s_pred: Tensor) -> Tensor:
-    """``L_sty = E ||s - E(G_M(f, s))||_1`` (eq. 5), mean absolute error as in StarGAN v2."""
-    return (s - s_pred).abs().mean()
+    """``L_sty = E ||s - E(G_M(f, s))||_1`` (eq. 5), mean absolute error as in StarGAN v2; ``s`` is a constant.
+
+    The target code ``s = E(m, y)`` is detached. MFGAN trains ``E`` with the generators, so with
+    gradients through both sides ``E`` could lower ``L_sty`` by pulling the codes of all
+    references together, down to a constant, once ``lambda_ds`` has decayed to 0 and nothing
+    pushes back. StarGAN v2 never lets ``L_sty`` move the target's encoder either: in its
+    reference-guided step (``compute_g_loss`` with ``x_refs``) only the generator's optimiser
+    steps, and in the latent step the encoder is the predictor of a mapping network's code.
+    Here the gradient of ``L_sty`` reaches ``E`` only through its prediction ``s_pred`` (and the
+    generator through ``G_M(f, s)``).
+    """
+    return (s.detach() - s_pred).abs().mean()
 
 
 def style_diversity_loss(fake1: Tensor, fake2: Tensor) -> Tensor:
@@ -199,19 +204,3 @@ def ds_weight(step: int, initial: float, decay_steps: int | None) -> float:
     if not decay_steps:
         return float(initial)
     return float(initial) * max(0.0, 1.0 - step / decay_steps)
-
-
-def full_generator_objective(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """Equation (7): ``sum_k weights[k] * terms[k]`` with ``ds`` subtracted (it is maximised).
-
-    ``terms`` holds the active unweighted losses by name (``adv_m``, ``adv_f``, ``cyc``, ``idt``,
-    ``inv``, ``sty``, ``ds``); a term whose weight is missing counts with weight 1.
-    """
-    total = None
-    for name, value in terms.items():
-        w = weights.get(name, 1.0)
-        contrib = -w * value if name == "ds" else w * value
-        total = contrib if total is None else total + contrib
-    if total is None:
-        raise ValueError("Expected at least one loss term, but got none")
-    return total

@@ -40,7 +40,8 @@ def test_all_registries_load():
         regs["datasets"].names())
 
 
-@pytest.mark.parametrize("module", ["mtf", "cyclegan", "iamgan", "mfgan", "gan_core", "base", "seg", "parts"])
+@pytest.mark.parametrize("module", ["mtf", "cyclegan", "iamgan", "mfgan", "gan.contract", "gan.train", "base", "seg",
+                                    "parts"])
 def test_each_generator_module_imports_first_in_a_fresh_interpreter(module):
     """Plugin modules import their registry's module; registries import plugins lazily, so any
     import order works (no circular import)."""
@@ -48,7 +49,7 @@ def test_each_generator_module_imports_first_in_a_fresh_interpreter(module):
     import sys
 
     code = (f"import mfrbench.generators.{module}; from mfrbench.generators.base import list_generators; "
-            "from mfrbench.generators.gan_core import GAN_METHODS; print(list_generators(), GAN_METHODS.names())")
+            "from mfrbench.generators.gan.contract import GAN_METHODS; print(list_generators(), GAN_METHODS.names())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "'mfgan-no-sty'" in out.stdout and "'mtf'" in out.stdout

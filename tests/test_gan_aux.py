@@ -61,7 +61,8 @@ def test_wearing_classes_cover_every_mtf_mode():
 
 def test_iamgan_terms_pixel_and_feature(tmp_path):
     """Pixel term is 0 on an unchanged image and counts only non-mask pixels; feature term has gradients."""
-    from mfrbench.generators.gan_core import build_gan, resolve_config
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
     from mfrbench.generators.seg import AuxConfig, save_aux_model
     from mfrbench.recognizers.backbones import create_backbone
 
@@ -74,10 +75,10 @@ def test_iamgan_terms_pixel_and_feature(tmp_path):
     gan = build_gan(t, m)
     gan.recognizer = create_backbone("mobilefacenet", embedding_dim=16).eval()
     real = torch.rand(2, 3, 32, 32) * 2 - 1
-    same = gan.extra_generator_losses(real, real.clone())
+    same = gan.identity_terms(real, real.clone())
     assert same["pix"].item() == pytest.approx(0.0) and same["feat"].item() == pytest.approx(0.0, abs=1e-5)
     fake = (real + 0.5).clamp(-1, 1).requires_grad_(True)
-    terms = gan.extra_generator_losses(real, fake)
+    terms = gan.identity_terms(real, fake)
     expected = m.lambda_pix * (fake - real).abs().mean().item()      # no mask: the whole image is compared
     assert terms["pix"].item() == pytest.approx(expected, rel=1e-4)
     terms["feat"].backward()

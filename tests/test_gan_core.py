@@ -10,8 +10,13 @@ import torch
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators._blocks import AdaIN, PatchDiscriminator, ResnetGenerator, default_blocks
-from mfrbench.generators.gan_core import (EMA, GANBatch, DomainData, ImagePool, build_gan, fit, l1, linear_decay_lr,
-                                          load_checkpoint, load_gan, lsgan_loss, resolve_config)
+from mfrbench.generators.gan.checkpoint import load_checkpoint, load_gan
+from mfrbench.generators.gan.config import resolve_config
+from mfrbench.generators.gan.contract import build_gan
+from mfrbench.generators.gan.data import DomainData, GANBatch
+from mfrbench.generators.gan.fit import fit, linear_decay_lr
+from mfrbench.generators.gan.losses import l1, lsgan_loss
+from mfrbench.generators.gan.pool_ema import EMA, ImagePool
 
 
 @pytest.mark.parametrize("size", [64, 128, 256])
@@ -95,7 +100,8 @@ def _domains(n: int = 6, size: int = 32) -> tuple[DomainData, DomainData]:
     g = torch.Generator().manual_seed(0)
     f = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
     m = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return DomainData("faces", f, [str(i) for i in range(n)], "t"), DomainData("masks", m, [str(i) for i in range(n)], "t")
+    keys = [str(i) for i in range(n)]
+    return DomainData("faces", f, keys, "t"), DomainData("masks", m, keys, "t")
 
 
 def _tiny(steps: int):

@@ -11,23 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_mfgan_model import TINY, _domain, stand_in_aux  # noqa: F401  (fixture re-export)
 
-from mfrbench.generators import gan_core
 from mfrbench.generators import mfgan as M
 from mfrbench.generators.base import generate_dataset
+from mfrbench.generators.gan.config import config_dict, resolve_config
+from mfrbench.generators.gan.contract import build_gan
+from mfrbench.generators.gan.fit import fit
 from mfrbench.manifest import read_manifest
-
-from test_mfgan_model import TINY, _domain, stand_in_aux  # noqa: F401  (fixture re-export)
 
 
 @pytest.fixture()
 def tiny_run(stand_in_aux, tmp_path):  # noqa: F811
-    train, cfg = gan_core.resolve_config("mfgan", None, train=dict(size=32, steps=3, batch_size=2, sample_every=3,
-                                                                   ckpt_every=3, n_sample=2), model=TINY)
-    gan = gan_core.build_gan(train, cfg)
+    train, cfg = resolve_config("mfgan", None, train=dict(size=32, steps=3, batch_size=2, sample_every=3,
+                                                          ckpt_every=3, n_sample=2), model=TINY)
+    gan = build_gan(train, cfg)
     run = tmp_path / "run"
-    gan_core.fit(gan, _domain("f", 6, 32, 1), _domain("m", 6, 32, 2), run, config=gan_core.config_dict(train, cfg),
-                 progress=False)
+    fit(gan, _domain("f", 6, 32, 1), _domain("m", 6, 32, 2), run, config=config_dict(train, cfg),
+        progress=False)
     return run
 
 

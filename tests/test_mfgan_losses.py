@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mfrbench.generators import mfgan_losses as L
+from mfrbench.generators.gan.losses import lsgan_d_loss, lsgan_g_loss
 
 
 @pytest.mark.parametrize("alpha,c,x,expected", [
@@ -76,19 +77,30 @@ def test_disagreement_literal_xor_and_errors():
 
 
 def test_corrected_adversarial_losses_apply_option():
+    """lambda_cor weighs D_M's fake term and/or G_M's adversarial term as ``cor_apply`` says (eq. 2)."""
     pred_real = torch.full((2, 1, 4, 4), 0.5)
     pred_fake = torch.tensor([0.5, 1.0]).reshape(2, 1, 1, 1).expand(2, 1, 4, 4)
     lam = torch.tensor([1.0, 3.0])
+
+    def d_loss(lam_cor, apply):
+        return lsgan_d_loss(pred_real, pred_fake, L.cor_weights(lam_cor, 2, apply=apply)[1]).item()
+
+    def g_loss(lam_cor, apply="both"):
+        return lsgan_g_loss(pred_fake, L.cor_weights(lam_cor, 2, apply=apply)[0]).item()
+
     # D: 0.5 * (mean (0.5-1)^2 + mean_i lam_i * fake_i^2) = 0.5 * (0.25 + (0.25 + 3) / 2)
-    assert L.corrected_d_loss(pred_real, pred_fake, lam, apply="d_fake").item() == pytest.approx(0.5 * (0.25 + 1.625))
-    assert L.corrected_d_loss(pred_real, pred_fake, lam, apply="g").item() == pytest.approx(0.5 * (0.25 + 0.625))
+    assert d_loss(lam, "d_fake") == pytest.approx(0.5 * (0.25 + 1.625))
+    assert d_loss(lam, "g") == pytest.approx(0.5 * (0.25 + 0.625))
+    assert d_loss(None, "both") == pytest.approx(lsgan_d_loss(pred_real, pred_fake).item())  # no Det: CycleGAN's
     # G: mean_i lam_i * (fake_i - 1)^2 = (1 * 0.25 + 3 * 0) / 2
-    assert L.corrected_g_loss(pred_fake, lam, apply="g").item() == pytest.approx(0.125)
-    assert L.corrected_g_loss(pred_fake, lam, apply="d_fake").item() == pytest.approx(0.125)
+    assert g_loss(lam, "g") == pytest.approx(0.125)
+    assert g_loss(lam, "d_fake") == pytest.approx(0.125)
     lam2 = torch.tensor([3.0, 1.0])
-    assert L.corrected_g_loss(pred_fake, lam2, apply="both").item() == pytest.approx(0.375)
-    assert L.corrected_g_loss(pred_fake, lam2, apply="d_fake").item() == pytest.approx(0.125)
-    assert L.corrected_g_loss(pred_fake, None).item() == pytest.approx(0.125)
+    assert g_loss(lam2, "both") == pytest.approx(0.375)
+    assert g_loss(lam2, "d_fake") == pytest.approx(0.125)
+    assert g_loss(None) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="Expected `apply` in"):
+        L.cor_weights(lam, 2, apply="disc")
 
 
 def test_local_invariance_zero_outside_mask_and_no_gradient_on_mask_pixels():
@@ -128,9 +140,17 @@ def test_style_losses_and_ds_schedule():
     assert L.ds_weight(10**6, 1.0, None) == 1.0
 
 
-def test_full_objective_subtracts_diversity():
-    t = {"adv_m": torch.tensor(1.0), "cyc": torch.tensor(0.5), "inv": torch.tensor(0.2), "ds": torch.tensor(0.3)}
-    w = {"cyc": 10.0, "inv": 5.0, "ds": 2.0}
-    assert L.full_generator_objective(t, w).item() == pytest.approx(1 + 5 + 1 - 0.6)
-    with pytest.raises(ValueError, match="at least one"):
-        L.full_generator_objective({}, w)
+def test_style_reconstruction_target_code_gets_no_gradient():
+    """L_sty moves only the prediction E(G_M(f, s)), never the target code s (StarGAN v2's reading).
+
+    Before (issue 11) the target was not detached: d L_sty / d s was sign(s - s_pred) / n, so E could
+    lower L_sty by pulling every reference's code towards the predictions (and to a constant once
+    lambda_ds had decayed)."""
+    s = torch.tensor([[1.0, -1.0], [0.5, 2.0]], requires_grad=True)
+    s_pred = torch.zeros(2, 2, requires_grad=True)
+    loss = L.style_reconstruction_loss(s, s_pred)
+    loss.backward()
+    assert loss.item() == pytest.approx(4.5 / 4)
+    assert s.grad is None or torch.all(s.grad == 0)                       # old code: +-0.25 everywhere
+    assert torch.equal(s_pred.grad, torch.full((2, 2), -0.25) * torch.sign(s.detach()))
+

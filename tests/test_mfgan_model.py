@@ -15,8 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from mfrbench.generators import gan_core
 from mfrbench.generators import mfgan as M
+from mfrbench.generators.gan.checkpoint import load_checkpoint
+from mfrbench.generators.gan.config import config_dict, resolve_config
+from mfrbench.generators.gan.contract import TrainableGAN, build_gan
+from mfrbench.generators.gan.data import DomainData, step_batch
+from mfrbench.generators.gan.fit import fit
 
 PARTS = ["eyes", "nose", "mouth", "chin"]
 
@@ -61,24 +65,24 @@ def stand_in_aux(monkeypatch):
     monkeypatch.setattr(M.FrozenAux, "from_run", staticmethod(from_run))
 
 
-def _domain(name: str, n: int, size: int, seed: int) -> gan_core.DomainData:
+def _domain(name: str, n: int, size: int, seed: int) -> DomainData:
     g = torch.Generator().manual_seed(seed)
     imgs = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return gan_core.DomainData(name, imgs, [f"{name}{i}" for i in range(n)], "memory")
+    return DomainData(name, imgs, [f"{name}{i}" for i in range(n)], "memory")
 
 
 TINY = dict(ngf=4, ndf=4, n_blocks=1, style_dim=8, enc_dim=4, n_domains=2, pool_size=2, readout_n=4,
             det_checkpoint="det-run", seg_checkpoint="seg-run")
 
 
-def _train(method: str, tmp: Path, steps: int = 6, **model) -> tuple[gan_core.TrainableGAN, dict]:
-    train, cfg = gan_core.resolve_config(method, None, train=dict(size=32, steps=steps, batch_size=2, sample_every=3,
-                                                                  ckpt_every=1, log_every=1, n_sample=2),
-                                         model={**TINY, **model})
-    gan = gan_core.build_gan(train, cfg)
-    config = gan_core.config_dict(train, cfg)
+def _train(method: str, tmp: Path, steps: int = 6, **model) -> tuple[TrainableGAN, dict]:
+    train, cfg = resolve_config(method, None, train=dict(size=32, steps=steps, batch_size=2, sample_every=3,
+                                                         ckpt_every=1, log_every=1, n_sample=2),
+                                model={**TINY, **model})
+    gan = build_gan(train, cfg)
+    config = config_dict(train, cfg)
     faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
-    summary = gan_core.fit(gan, faces, masks, tmp, config=config, progress=False)
+    summary = fit(gan, faces, masks, tmp, config=config, progress=False)
     return gan, summary
 
 
@@ -158,29 +162,53 @@ def test_presets_log_the_terms_of_each_stage(method, stand_in_aux, tmp_path):
         assert (tmp_path / "stages" / f"stage{s}_grid.png").is_file()
 
 
+def test_sty_term_trains_e_only_through_its_prediction(stand_in_aux, tmp_path):
+    """In MFGAN's stage-3 step, L_sty has no gradient through the target branch E(m, y).
+
+    ``fake_m`` is cut from the code here, so the target branch is the only other path from ``s`` to
+    L_sty. Before (issue 11) that gradient was non-zero: E could lower L_sty by moving (collapsing)
+    the reference codes. E still learns from L_sty through its prediction E(G_M(f, s), y)."""
+    train, cfg = resolve_config("mfgan", None, train=dict(size=32, steps=3, batch_size=2),
+                                model={**TINY, "stage_steps": (1, 1, 1)})
+    gan = build_gan(train, cfg)
+    faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
+    gan.prepare(faces, masks, tmp_path)
+    gan.step = 2                                                       # stage 3
+    batch, rng = step_batch(faces, masks, gan.step, train, gan.device)
+    codes = gan.style_codes(batch, rng)
+    assert codes is not None and codes.target.requires_grad
+    step = gan.cycle(batch, codes)
+    step.fake_m = step.fake_m.detach()                                 # only the target path links s and L_sty
+    sty = gan.extra_generator_losses(step, rng)["sty"]
+    (grad_target,) = torch.autograd.grad(sty, codes.target, retain_graph=True, allow_unused=True)
+    assert grad_target is None or torch.all(grad_target == 0)         # old code: sign(s - s_pred) * lambda_sty / n
+    grads = torch.autograd.grad(sty, list(gan.E.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)    # E learns as the predictor
+
+
 def test_resume_is_exact_across_a_stage_boundary(stand_in_aux, tmp_path):
     full, _ = _train("mfgan", tmp_path / "full", steps=6)
     # stages (1, 3, 2): interrupt after step 4 (the callback runs before that step's checkpoint, so the
     # last checkpoint is step 3, inside stage 2); the resumed run crosses into stage 3
-    train, cfg = gan_core.resolve_config("mfgan", None, train=dict(size=32, steps=6, batch_size=2, sample_every=3,
-                                                                   ckpt_every=1, log_every=1, n_sample=2),
-                                         model=TINY)
+    train, cfg = resolve_config("mfgan", None, train=dict(size=32, steps=6, batch_size=2, sample_every=3,
+                                                          ckpt_every=1, log_every=1, n_sample=2),
+                                model=TINY)
     faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
     run = tmp_path / "part"
-    gan = gan_core.build_gan(train, cfg)
-    config = gan_core.config_dict(train, cfg)
+    gan = build_gan(train, cfg)
+    config = config_dict(train, cfg)
 
     def stop_at_4(step, **_):
         if step == 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        gan_core.fit(gan, faces, masks, run, config=config, progress=False, callbacks=[stop_at_4])
-    ck = gan_core.load_checkpoint(run)
+        fit(gan, faces, masks, run, config=config, progress=False, callbacks=[stop_at_4])
+    ck = load_checkpoint(run)
     assert ck["state"]["step"] == 3 and gan.stage_of(3) == 2 and gan.stage_of(4) == 3
-    resumed = gan_core.build_gan(train, cfg)
+    resumed = build_gan(train, cfg)
     resumed.load_state_dict(ck["state"])
-    gan_core.fit(resumed, faces, masks, run, config=config, progress=False)
+    fit(resumed, faces, masks, run, config=config, progress=False)
     for name, net in full.networks().items():
         for (k, a), b in zip(net.state_dict().items(), resumed.networks()[name].state_dict().values()):
             assert torch.equal(a, b), (name, k)
@@ -188,13 +216,13 @@ def test_resume_is_exact_across_a_stage_boundary(stand_in_aux, tmp_path):
 
 
 def test_missing_det_is_a_clear_error(stand_in_aux):
-    train, cfg = gan_core.resolve_config("mfgan", None, train=dict(size=32, steps=3), model={**TINY, "det_checkpoint": None})
+    train, cfg = resolve_config("mfgan", None, train=dict(size=32, steps=3), model={**TINY, "det_checkpoint": None})
     with pytest.raises(M.MfrbenchError, match="pass --det RUN"):
-        gan_core.build_gan(train, cfg)
+        build_gan(train, cfg)
     # without lambda_cor no Det is needed
-    train, cfg = gan_core.resolve_config("mfgan-no-cor", None, train=dict(size=32, steps=3),
-                                         model={**TINY, "det_checkpoint": None})
-    assert gan_core.build_gan(train, cfg).det is None
+    train, cfg = resolve_config("mfgan-no-cor", None, train=dict(size=32, steps=3),
+                                model={**TINY, "det_checkpoint": None})
+    assert build_gan(train, cfg).det is None
 
 
 def test_bad_config_values():

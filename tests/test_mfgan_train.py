@@ -60,7 +60,7 @@ def _rows(run: Path) -> list[dict]:
 @pytest.mark.parametrize("method", ["mfgan", "mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty"])
 def test_train_gen_smoke_every_preset(mfgan_kit, tmp_path, method):
     from mfrbench.generators import mfgan as M
-    from mfrbench.generators.gan_core import load_gan
+    from mfrbench.generators.gan.checkpoint import load_gan
 
     run = tmp_path / method
     _train(mfgan_kit, method, run, "--stage-steps", "1,1,1")
@@ -85,31 +85,35 @@ def test_resume_across_stage_boundary_and_generate(mfgan_kit, tmp_path):
     """Interrupted after step 2 (end of stage 2) and resumed with `train-gen --resume` == one 3-step run."""
     import torch
 
-    from mfrbench.generators import gan_core
+    from mfrbench.generators.gan.checkpoint import load_checkpoint, load_gan
+    from mfrbench.generators.gan.config import config_dict, resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.data import load_domain
+    from mfrbench.generators.gan.fit import fit
     from mfrbench.manifest import read_manifest
 
     full, part = tmp_path / "full", tmp_path / "part"
     _train(mfgan_kit, "mfgan", full, "--stage-steps", "1,1,1")
     model = {"det_checkpoint": str(mfgan_kit["det"]), "seg_checkpoint": str(mfgan_kit["seg"]), "stage_steps": [1, 1, 1]}
-    train, cfg = gan_core.resolve_config("mfgan", "smoke", train={"steps": 3}, model=model)
-    config = gan_core.config_dict(train, cfg, {"profile": "smoke", "faces": str(mfgan_kit["faces"]),
-                                               "masks": str(mfgan_kit["masks"])})
-    faces = gan_core.load_domain("faces", mfgan_kit["faces"], part / "data" / "faces", size=train.size,
-                                 limit=train.max_faces, progress=False)
-    masks = gan_core.load_domain("masks", mfgan_kit["masks"], part / "data" / "masks", size=train.size,
-                                 limit=train.max_masks, masked=True, min_face_px=train.min_face_px, progress=False)
-    gan = gan_core.build_gan(train, cfg)
+    train, cfg = resolve_config("mfgan", "smoke", train={"steps": 3}, model=model)
+    config = config_dict(train, cfg, {"profile": "smoke", "faces": str(mfgan_kit["faces"]),
+                                      "masks": str(mfgan_kit["masks"])})
+    faces = load_domain("faces", mfgan_kit["faces"], part / "data" / "faces", size=train.size,
+                        limit=train.max_faces, progress=False)
+    masks = load_domain("masks", mfgan_kit["masks"], part / "data" / "masks", size=train.size,
+                        limit=train.max_masks, masked=True, min_face_px=train.min_face_px, progress=False)
+    gan = build_gan(train, cfg)
 
     def stop(step, **_):
         if step == 3:                           # smoke checkpoints every 2 steps: the last one is step 2
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        gan_core.fit(gan, faces, masks, part, config=config, progress=False, callbacks=[stop])
-    assert gan_core.load_checkpoint(part)["state"]["step"] == 2
+        fit(gan, faces, masks, part, config=config, progress=False, callbacks=[stop])
+    assert load_checkpoint(part)["state"]["step"] == 2
     res = _train(mfgan_kit, "mfgan", part, "--resume")
     assert "3 steps (1 this run" in res.output
-    a, b = gan_core.load_gan(full), gan_core.load_gan(part)
+    a, b = load_gan(full), load_gan(part)
     for name, net in a.networks().items():
         for (k, x), y in zip(net.state_dict().items(), b.networks()[name].state_dict().values()):
             assert torch.equal(x, y), (name, k)

@@ -59,7 +59,7 @@ def train_gen_cmd(method, faces, masks, out, profile, size, steps, batch_size, l
           --faces ../shared/data/celeba/img_celeba --masks ../shared/data/masked-faces --out runs/mfgan-smoke
       mfrbench train-gen --method mfgan-no-inv --stage-steps 500,1000,750 --det runs/det --seg runs/seg ...
     """
-    from mfrbench.generators.gan_core import train_gan
+    from mfrbench.generators.gan.train import train_gan
 
     train = {"size": int(size) if size else None, "steps": steps, "batch_size": batch_size, "lr": lr,
              "max_faces": max_faces, "max_masks": max_masks, "seed": seed, "amp": amp}

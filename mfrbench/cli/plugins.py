@@ -18,7 +18,7 @@ REGISTRY_SOURCES: dict[str, tuple[str, str]] = {
     "generators": ("mfrbench.generators.base", "GENERATORS"),
     "backbones": ("mfrbench.recognizers.backbones", "BACKBONES"),
     "heads": ("mfrbench.recognizers.heads", "HEADS"),
-    "gan-methods": ("mfrbench.generators.gan_core", "GAN_METHODS"),
+    "gan-methods": ("mfrbench.generators.gan.contract", "GAN_METHODS"),
     "aux-modules": ("mfrbench.generators.seg", "AUX_MODULES"),
     "benchmarks": ("mfrbench.protocols", "PROTOCOLS"),
     "reference-embedders": ("mfrbench.embedders", "REFERENCE_EMBEDDERS"),
