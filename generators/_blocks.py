@@ -257,7 +257,8 @@ class PreActResBlock(nn.Module):
 
 
 class ResStage(nn.Sequential):
-    """One iResNet stage: a ``start`` block (changes width/resolution), ``n_middle`` ``middle`` blocks, an ``end`` block."""
+    """One iResNet stage: a ``start`` block (changes width/resolution), ``n_middle`` ``middle`` blocks,
+    an ``end`` block."""
 
     def __init__(self, cin: int, cout: int, *, stride: int = 2, n_middle: int = 1,
                  norm: NormFactory | None = None) -> None:

@@ -410,6 +410,19 @@ class MFGAN(CycleGAN):
         return {"G_M": self.G_M, "G_F": self.G_F, "D_M": self.D_M, "D_F": self.D_F, "E": self.E,
                 "G_M_ema": self.ema.net, "E_ema": self.ema_E.net, "domains": self.domains}
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "stages": list(self.stages)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """CycleGAN's, and a resumed run may lengthen its stages but not move a stage boundary it has passed."""
+        super().load_state_dict(state)
+        old = tuple(int(s) for s in state.get("stages", self.stages))
+        ends_old, ends_new = np.cumsum(old)[:2], np.cumsum(self.stages)[:2]
+        if any(min(int(a), self.step) != min(int(b), self.step) for a, b in zip(ends_old, ends_new)):
+            raise MfrbenchError(f"--resume: this MFGAN run is at step {self.step} of stages {old}; the new length "
+                                f"gives stages {self.stages}, which moves a stage it has already passed "
+                                f"(pass --stage-steps {old[0]},{old[1]},N to lengthen stage 3)")
+
     def stage_of(self, step: int) -> int:
         """Stage (1, 2, 3) of the 0-based ``step``."""
         a, b, _ = self.stages

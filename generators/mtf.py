@@ -35,9 +35,30 @@ from mfrbench.errors import MfrbenchError, SkipImage
 from mfrbench.generate import GeneratorIdentity, hash_config
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator, register_generator
 from mfrbench.generators.mask_templates import (
-    KIT_TYPES, MASK_TYPES, MIX_P_COLOUR, MIX_P_TEXTURE, MIX_PALETTE, MIX_RECOLOURABLE, MIX_TYPE_WEIGHTS,
-    MIX_WEIGHT_RANGE, WEARING_MODES, WEARING_RANDOM_WEIGHTS, FaceFrame, Template, TemplateLevel, face_yaw_t, hex_to_rgb,
-    homography_lsq, load_kit, part_points, plain_template, six_anchors, template_name, yaw_bin, yaw_degrees)
+    KIT_TYPES,
+    MASK_TYPES,
+    MIX_P_COLOUR,
+    MIX_P_TEXTURE,
+    MIX_PALETTE,
+    MIX_RECOLOURABLE,
+    MIX_TYPE_WEIGHTS,
+    MIX_WEIGHT_RANGE,
+    WEARING_MODES,
+    WEARING_RANDOM_WEIGHTS,
+    FaceFrame,
+    Template,
+    TemplateLevel,
+    face_yaw_t,
+    hex_to_rgb,
+    homography_lsq,
+    load_kit,
+    part_points,
+    plain_template,
+    six_anchors,
+    template_name,
+    yaw_bin,
+    yaw_degrees,
+)
 
 TYPE_CHOICES = MASK_TYPES + ("random", "mix")
 RIM = 2  # px: drawn pixels off the mask map lie at most this far from it

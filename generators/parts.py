@@ -34,8 +34,17 @@ from torch import nn
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators._blocks import ConvNormAct, norm_layer
-from mfrbench.generators.seg import (AUX_MODULES, PARTS, WEARING, AuxConfig, AuxData, AuxModule, load_aux,
-                                     predict_folder, to_float)
+from mfrbench.generators.seg import (
+    AUX_MODULES,
+    PARTS,
+    WEARING,
+    AuxConfig,
+    AuxData,
+    AuxModule,
+    load_aux,
+    predict_folder,
+    to_float,
+)
 from mfrbench.runs import choose_device
 
 
@@ -156,5 +165,6 @@ def detect_parts_folder(checkpoint: str, inputs: str, out_csv: str, *, align: bo
     df = pd.DataFrame(table)
     atomic_write_bytes(out_csv, df.to_csv(index=False).encode())
     ok = df[df["status"] == "ok"]
-    return {"images": len(df), "ok": len(ok), "wearing_counts": ok["wearing"].value_counts().to_dict() if len(ok) else {},
+    counts = ok["wearing"].value_counts().to_dict() if len(ok) else {}
+    return {"images": len(df), "ok": len(ok), "wearing_counts": counts,
             "out": str(out_csv)}

@@ -137,9 +137,11 @@ class Aligner:
             status="ok", out_path=out_rel, score=round(face.score, 4) if face.score == face.score else "",
             bbox=np.round(face.bbox, 2).tolist(), lmk5=np.round(face.lmk5, 2).ravel().tolist(),
             lmk5_crop=np.round(transform_points(M, face.lmk5), 2).ravel().tolist(),
-            landmarker=self.lm_name if face.lmk68 is not None and not use_annot else ("annotation" if face.lmk68 is not None else ""),
+            landmarker=(self.lm_name if face.lmk68 is not None and not use_annot
+                        else ("annotation" if face.lmk68 is not None else "")),
             lmk68=np.round(face.lmk68, 2).ravel().tolist() if face.lmk68 is not None else None,
-            lmk68_crop=np.round(transform_points(M, face.lmk68), 2).ravel().tolist() if face.lmk68 is not None else None,
+            lmk68_crop=(np.round(transform_points(M, face.lmk68), 2).ravel().tolist()
+                        if face.lmk68 is not None else None),
         )
         return row
 

@@ -260,6 +260,9 @@ def _pair_list_folds(pairs: pd.DataFrame, proto) -> tuple[np.ndarray, str]:
     """The pair list's own folds, or 10 contiguous blocks of its order when it has one fold."""
     src = Path(str(proto.meta.get("pairs_file", "pairs.txt"))).name
     folds = pairs.fold.to_numpy()
+    if len(np.unique(folds)) >= 2 and proto.meta.get("pair_folds") == "contiguous blocks":  # set by the protocol
+        n = len(np.unique(folds))
+        return folds, f"{n}-fold (contiguous blocks of {src}, which has no folds), threshold from the other {n - 1}"
     if len(np.unique(folds)) >= 2:
         n = len(np.unique(folds))
         return folds, f"{n}-fold ({src} folds), threshold from the other {n - 1}"

@@ -313,7 +313,8 @@ def lfw_masked(root: str | os.PathLike | None = None, seed: int = 0, pairs: str 
     gen_kw = dict(generator_kwargs) if generator_kwargs else ({"mask_type": mask_type} if generator == "mtf" else {})
     return Protocol("lfw-masked", base.root, seed, images, pairs_df, gallery=np.array(gallery, np.int64),
                     probes=np.array(probes, np.int64), generator=generator, generator_kwargs=gen_kw, masker=masker,
-                    notes=base.notes + [f"masked side of each pair and probes masked by {generator} {gen_kw} seed {seed}"],
+                    notes=base.notes + [f"masked side of each pair and probes masked by {generator} {gen_kw} "
+                                        f"seed {seed}"],
                     meta={**base.meta, "identification": "persons with >= 2 images: 1 unmasked gallery image "
                                                           "(seeded), other images masked probes; no distractors"})
 
@@ -410,6 +411,7 @@ def mfr2(root: str | os.PathLike | None = None, seed: int = 0, allow_missing: bo
     return Protocol("mfr2", ds.root, seed, images, pairs_df, allpairs=allpairs, gallery=gallery, probes=probes,
                     notes=notes, far_set="all-pairs",
                     meta={"accuracy": "10-fold over contiguous blocks of pairs.txt (no official folds)",
+                          "pairs_file": str(ds.pairs_file), "pair_folds": "contiguous blocks",
                           "tar_at_far": "every unordered pair of the images (all-pairs set): pairs.txt has only "
                                         f"{int((~pairs_df.is_same).sum())} impostor pairs"})
 

@@ -53,7 +53,8 @@ def landmarks68(p: dict, smile: float = 0.0, mouth_open: float = 0.0) -> np.ndar
     for side, sl in ((-1, slice(17, 22)), (1, slice(22, 27))):
         t = np.linspace(-1, 1, 5) * side
         cx = side * p["eye_dx"]
-        pts[sl] = np.stack([cx + t * p["eye_w"] * 1.3, -p["brow_dy"] - 0.02 * (1 - t ** 2) + p["brow_tilt"] * t * side], 1)
+        brow_y = -p["brow_dy"] - 0.02 * (1 - t ** 2) + p["brow_tilt"] * t * side
+        pts[sl] = np.stack([cx + t * p["eye_w"] * 1.3, brow_y], 1)
     pts[27:31] = np.stack([np.zeros(4), np.linspace(0.0, p["nose_len"], 4)], 1)
     pts[31:36] = np.stack([np.linspace(-p["nose_w"], p["nose_w"], 5),
                            p["nose_len"] + 0.03 - 0.012 * np.abs(np.linspace(-2, 2, 5)) ** 0.5], 1)
@@ -139,7 +140,8 @@ def load_table(root: Path) -> pd.DataFrame | None:
 
 
 def default_root(identities: int, per_identity: int, size: int, seed: int) -> Path:
-    return Path(tempfile.gettempdir()) / "mfrbench-synthetic" / f"v{SYNTH_VERSION}_s{seed}_i{identities}_p{per_identity}_z{size}"
+    name = f"v{SYNTH_VERSION}_s{seed}_i{identities}_p{per_identity}_z{size}"
+    return Path(tempfile.gettempdir()) / "mfrbench-synthetic" / name
 
 
 def materialize(root: Path | None, *, identities: int = 20, per_identity: int = 5, size: int = 160,

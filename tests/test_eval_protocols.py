@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mfrbench.errors import MfrbenchError
@@ -102,3 +105,36 @@ def test_folder_layout_errors(tmp_path):
     (tmp_path / "masked").mkdir()
     with pytest.raises(MfrbenchError, match="must hold masked/<identity>/ and unmasked/<identity>/"):
         build_protocol("folder", tmp_path)
+
+
+def test_duplicate_files_are_kept_out_of_impostor_pairs_of_a_pair_list(tmp_path):
+    """LFW layout where Bob_0001.jpg is a byte copy of Ann_0001.jpg: the impostor pairs using either
+    copy are dropped from pairs.csv (4139fb7 kept them, e.g. the copy against itself as an impostor),
+    genuine pairs stay, and the protocol counts and lists the copies."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("Ann", "Bob", "Cy"):
+        (tmp_path / name).mkdir()
+        for n in (1, 2):
+            img = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            img.save(tmp_path / name / f"{name}_{n:04d}.jpg")
+    shutil.copy(tmp_path / "Ann" / "Ann_0001.jpg", tmp_path / "Bob" / "Bob_0001.jpg")
+    (tmp_path / "pairs.txt").write_text("1\t3\nAnn\t1\t2\nBob\t1\t2\nCy\t1\t2\n"
+                                        "Ann\t1\tBob\t1\nAnn\t2\tCy\t1\nBob\t2\tCy\t2\n")
+    p = build_protocol("lfw", tmp_path)
+    keys = p.images.set_index("image_id").key
+    assert sorted(keys[p.duplicates]) == ["Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg"] and p.n_duplicate_files == 2
+    assert p.pairs.is_same.sum() == 3 and (~p.pairs.is_same).sum() == 2  # Ann_1 x Bob_1 dropped
+    assert "(1 impostor pairs dropped from the pair list)" in p.notes[-1]
+    out = p.write(tmp_path / "proto")
+    assert sorted(pd.read_csv(out / "duplicates.csv").key) == ["Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg"]
+    meta = json.loads((out / "protocol.json").read_text())
+    assert meta["counts"]["duplicates"] == 2 and meta["duplicates"]["impostor_pairs_dropped"] == 1
+
+
+@pytest.mark.data
+def test_rmfrd_kit_duplicates(rmfrd_root):
+    """The kit's RMFRD files 3 masked photos under 7 names (wangjunkai/yangyang/zhengshuang, ...)."""
+    p = build_protocol("rmfrd", rmfrd_root)
+    assert p.n_duplicate_files == 7 and p.images.is_masked[p.duplicates].all()

@@ -90,7 +90,7 @@ def test_resolve_config_profiles_and_errors():
     assert (t.batch_size, t.steps, t.size, m.n_blocks) == (1, 450_000, 256, 9)
     t, m = resolve_config("cyclegan", "cpu", train={"steps": 7}, model={"ngf": 16})
     assert t.steps == 7 and m.ngf == 16 and m.lambda_identity == 0.0
-    with pytest.raises(MfrbenchError, match=re.escape("Unknown cyclegan config keys ['ngff']")):
+    with pytest.raises(MfrbenchError, match=re.escape("unknown cyclegan config (option) keys ['ngff']; valid keys:")):
         resolve_config("cyclegan", None, model={"ngff": 3})
     with pytest.raises(MfrbenchError, match="Unknown profile 'fast'"):
         resolve_config("cyclegan", "fast")
@@ -114,16 +114,14 @@ def test_resume_is_exact(tmp_path):
     faces, masks = _domains()
     t4, m = _tiny(4)
     a = build_gan(t4, m)
-    fit(a, faces, masks, tmp_path / "a", config={"method": "cyclegan", "train": t4.__dict__, "model": m.__dict__},
-        progress=False)
+    fit(a, faces, masks, tmp_path / "a", progress=False)
     t2, _ = _tiny(2)
     b = build_gan(t2, m)
-    cfg = {"method": "cyclegan", "train": t2.__dict__, "model": m.__dict__}
-    fit(b, faces, masks, tmp_path / "b", config=cfg, progress=False)
+    fit(b, faces, masks, tmp_path / "b", progress=False)
     c = load_gan(tmp_path / "b")
     assert c.step == 2
     c.train_cfg = t4
-    fit(c, faces, masks, tmp_path / "b", config=cfg, progress=False)
+    fit(c, faces, masks, tmp_path / "b", progress=False)
     for name, net in a.networks().items():
         for (k, v), v2 in zip(net.state_dict().items(), c.networks()[name].state_dict().values()):
             assert torch.equal(v, v2), f"{name}.{k} differs after resume"

@@ -55,7 +55,7 @@ def test_cyclegan_smoke_trains_generates_and_refuses_overwrite(work, tmp_path):
     run = tmp_path / "cg"
     res = _train(work, "cyclegan", run)
     assert res.exit_code == 0, res.output
-    assert "4 steps" in res.output and (run / "checkpoint.pt").is_file() and (run / "config.json").is_file()
+    assert "4 steps" in res.output and (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
     grid = load_rgb(run / "samples" / "step_0000004.png", min_side=1)
     assert grid.shape[0] > 4 * 64                                 # 4 rows: faces, fakes, masks, unmasked masks
     log = _rows(run / "losses.csv")

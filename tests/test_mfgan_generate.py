@@ -15,7 +15,7 @@ from test_mfgan_model import TINY, _domain, stand_in_aux  # noqa: F401  (fixture
 
 from mfrbench.generators import mfgan as M
 from mfrbench.generators.base import generate_dataset
-from mfrbench.generators.gan.config import config_dict, resolve_config
+from mfrbench.generators.gan.config import resolve_config, run_config
 from mfrbench.generators.gan.contract import build_gan
 from mfrbench.generators.gan.fit import fit
 from mfrbench.manifest import read_manifest
@@ -27,7 +27,7 @@ def tiny_run(stand_in_aux, tmp_path):  # noqa: F811
                                                           ckpt_every=3, n_sample=2), model=TINY)
     gan = build_gan(train, cfg)
     run = tmp_path / "run"
-    fit(gan, _domain("f", 6, 32, 1), _domain("m", 6, 32, 2), run, config=config_dict(train, cfg),
+    fit(gan, _domain("f", 6, 32, 1), _domain("m", 6, 32, 2), run, config=run_config(train, cfg),
         progress=False)
     return run
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from mfrbench.generators import mfgan as M
 from mfrbench.generators.gan.checkpoint import load_checkpoint
-from mfrbench.generators.gan.config import config_dict, resolve_config
+from mfrbench.generators.gan.config import resolve_config, run_config
 from mfrbench.generators.gan.contract import TrainableGAN, build_gan
 from mfrbench.generators.gan.data import DomainData, step_batch
 from mfrbench.generators.gan.fit import fit
@@ -80,7 +80,7 @@ def _train(method: str, tmp: Path, steps: int = 6, **model) -> tuple[TrainableGA
                                                          ckpt_every=1, log_every=1, n_sample=2),
                                 model={**TINY, **model})
     gan = build_gan(train, cfg)
-    config = config_dict(train, cfg)
+    config = run_config(train, cfg)
     faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
     summary = fit(gan, faces, masks, tmp, config=config, progress=False)
     return gan, summary
@@ -196,7 +196,7 @@ def test_resume_is_exact_across_a_stage_boundary(stand_in_aux, tmp_path):
     faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
     run = tmp_path / "part"
     gan = build_gan(train, cfg)
-    config = config_dict(train, cfg)
+    config = run_config(train, cfg)
 
     def stop_at_4(step, **_):
         if step == 4:

@@ -86,7 +86,7 @@ def test_resume_across_stage_boundary_and_generate(mfgan_kit, tmp_path):
     import torch
 
     from mfrbench.generators.gan.checkpoint import load_checkpoint, load_gan
-    from mfrbench.generators.gan.config import config_dict, resolve_config
+    from mfrbench.generators.gan.config import data_spec, resolve_config, run_config
     from mfrbench.generators.gan.contract import build_gan
     from mfrbench.generators.gan.data import load_domain
     from mfrbench.generators.gan.fit import fit
@@ -96,8 +96,8 @@ def test_resume_across_stage_boundary_and_generate(mfgan_kit, tmp_path):
     _train(mfgan_kit, "mfgan", full, "--stage-steps", "1,1,1")
     model = {"det_checkpoint": str(mfgan_kit["det"]), "seg_checkpoint": str(mfgan_kit["seg"]), "stage_steps": [1, 1, 1]}
     train, cfg = resolve_config("mfgan", "smoke", train={"steps": 3}, model=model)
-    config = config_dict(train, cfg, {"profile": "smoke", "faces": str(mfgan_kit["faces"]),
-                                      "masks": str(mfgan_kit["masks"])})
+    config = run_config(train, cfg, profile="smoke", faces=data_spec(mfgan_kit["faces"]),
+                        masks=data_spec(mfgan_kit["masks"]))
     faces = load_domain("faces", mfgan_kit["faces"], part / "data" / "faces", size=train.size,
                         limit=train.max_faces, progress=False)
     masks = load_domain("masks", mfgan_kit["masks"], part / "data" / "masks", size=train.size,

@@ -14,8 +14,14 @@ from PIL import Image
 from mfrbench.align import align_dataset
 from mfrbench.cli import cli
 from mfrbench.datasets import create_dataset
-from mfrbench.generators.base import (GeneratedBatch, GenerateConfig, MaskGenerator, generate_dataset, image_rng,
-                                      save_sample_grid)
+from mfrbench.generators.base import (
+    GenerateConfig,
+    GeneratedBatch,
+    MaskGenerator,
+    generate_dataset,
+    image_rng,
+    save_sample_grid,
+)
 from mfrbench.imageio import load_rgb
 from mfrbench.manifest import JOURNAL, MANIFEST_CSV, read_manifest, read_manifest_meta
 

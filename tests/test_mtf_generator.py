@@ -7,8 +7,16 @@ import pytest
 
 from mfrbench.errors import DataNotFoundError, MfrbenchError
 from mfrbench.generators.base import GeneratedBatch, create_generator, image_rng, list_generators
-from mfrbench.generators.mask_templates import (KIT_TYPES, PARTS, WEARING_MODES, FaceFrame, homography_lsq, load_kit,
-                                                part_points, six_anchors)
+from mfrbench.generators.mask_templates import (
+    KIT_TYPES,
+    PARTS,
+    WEARING_MODES,
+    FaceFrame,
+    homography_lsq,
+    load_kit,
+    part_points,
+    six_anchors,
+)
 from mfrbench.generators.mtf import RIM, MTFConfig, MTFGenerator
 from mfrbench.synthetic import _identity_params, render_face
 

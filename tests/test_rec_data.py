@@ -12,8 +12,17 @@ import torch
 
 from mfrbench.errors import MfrbenchError
 from mfrbench.manifest import ManifestWriter
-from mfrbench.recognizers.data import (EpochBatchSampler, FaceImages, PKBatchSampler, Sample, build_train_data,
-                                       collate, mix_by_mask_ratio, read_source, split_identities)
+from mfrbench.recognizers.data import (
+    EpochBatchSampler,
+    FaceImages,
+    PKBatchSampler,
+    Sample,
+    build_train_data,
+    collate,
+    mix_by_mask_ratio,
+    read_source,
+    split_identities,
+)
 from mfrbench.synthetic import materialize
 
 

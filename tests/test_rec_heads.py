@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mfrbench.recognizers.heads import (HEADS, Margin, MarginHead, batch_hard_triplet_loss, create_head,
-                                        margin_logits)
+from mfrbench.recognizers.heads import HEADS, Margin, MarginHead, batch_hard_triplet_loss, create_head, margin_logits
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:

@@ -1,38 +1,61 @@
-"""A GAN run folder on disk: the checkpoint (state + resolved config), reloading a trained GAN, its config hash."""
+"""A GAN run folder: a :class:`mfrbench.runs.RunDir` of kind ``gan``, its checkpoints, reloading a trained GAN.
+
+Layout (``RunDir``'s, plus what the loop writes)::
+
+    config.json             the resolved run record (:func:`~mfrbench.generators.gan.config.run_config`) + hash
+    checkpoints/last.pt     {"state": networks, optimizers, pools, step; "step"; config; info}
+    checkpoints/last.json   the same checkpoint's step, info and config, readable
+    losses.csv, samples/, summary.json, data/<domain>/ (aligned crops), stages/ (MFGAN read-outs)
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError
 from mfrbench.generate import hash_config
-from mfrbench.generators.gan.config import config_dict, configs_from_dict
+from mfrbench.generators.gan.config import GAN_EXTENDABLE, GAN_RUN_CONTROL, configs_from_dict, run_config
 from mfrbench.generators.gan.contract import TrainableGAN, build_gan
-from mfrbench.runs import atomic_torch_save, atomic_write_text
+from mfrbench.runs import CONFIG, RunDir
+from mfrbench.runs import load_checkpoint as load_run_checkpoint
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
-
-
-def save_checkpoint(model: TrainableGAN, run_dir: Path, config: dict) -> Path:
-    """Write ``checkpoint.pt`` (state + resolved config) and ``config.json`` atomically."""
-    path = run_dir / CHECKPOINT
-    atomic_torch_save({"config": config, "state": model.state_dict()}, path)
-    atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
-    return path
+KIND = "gan"
+#: the single-file checkpoint of runs trained before the run folders of issue 11 (read, never written)
+LEGACY_CHECKPOINT = "checkpoint.pt"
 
 
-def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """A run's checkpoint (``{"config", "state"}``), read with ``weights_only=True`` (it cannot run code)."""
+def gan_run_dir(path: str | os.PathLike) -> RunDir:
+    """The run folder of a GAN training run, with the GAN resume policy."""
+    return RunDir(path, kind=KIND, run_control=GAN_RUN_CONTROL, extendable=GAN_EXTENDABLE)
+
+
+def save_checkpoint(model: TrainableGAN, run: RunDir, config: Any, info: dict | None = None) -> Path:
+    """``checkpoints/last.pt``: the model's whole state (networks, optimizers, pools, step), atomically."""
+    return run.save_checkpoint({"state": model.state_dict(), "step": model.step}, info=info, config=config)
+
+
+def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run's checkpoint (``weights_only``): ``{"state", "step", "config", "info", ...}``.
+
+    ``run_dir`` is a run folder or a checkpoint file. A run folder of the old layout
+    (``RUN/checkpoint.pt`` = ``{"config", "state"}``) is read too, so runs trained before the run
+    folders still generate (they cannot be resumed: ``train-gen --resume`` needs ``config.json``).
+    """
     p = Path(run_dir)
-    path = p / CHECKPOINT if p.is_dir() else p
-    if not path.is_file():
-        raise MfrbenchError(f"no GAN checkpoint at {path} (train one with `mfrbench train-gen`)")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if not p.is_dir():
+        return load_run_checkpoint(p, map_location)
+    run = gan_run_dir(p)
+    if run.last_checkpoint() is not None:
+        return run.load_checkpoint(map_location=map_location)
+    if (p / LEGACY_CHECKPOINT).is_file():
+        return load_run_checkpoint(p / LEGACY_CHECKPOINT, map_location)
+    raise MfrbenchError(f"no GAN checkpoint in {p} (train one with `mfrbench train-gen --out {p}`)")
 
 
 def load_gan(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> TrainableGAN:
@@ -54,4 +77,4 @@ def run_config_hash(run_dir: str | os.PathLike, model: TrainableGAN | None = Non
         return str(saved.get("config_hash") or hash_config(saved))
     if model is None:
         raise MfrbenchError(f"no {CONFIG} in {f.parent}: not a GAN run folder")
-    return hash_config(config_dict(model.train_cfg, model.cfg))
+    return config_hash(run_config(model.train_cfg, model.cfg), exclude=GAN_RUN_CONTROL)

@@ -2,16 +2,27 @@
 
 A run has two frozen configs: :class:`TrainConfig` (the loop and the data, shared by every family)
 and the family's own model config (``CycleGANConfig``, ``IAMGANConfig``, ``MFGANConfig``, ...).
-Profiles: ``smoke`` (seconds, for CI), ``cpu`` (an honest small run on 2 cores: 64 px, tens of
-minutes), ``paper`` (MFGAN paper schedule: batch 1, 450K steps, 256 px; a GPU job).
+Both are resolved by the one resolver, :func:`mfrbench.config.resolve` (defaults -> profile ->
+YAML file -> ``--set`` -> command-line options). Profiles: ``smoke`` (seconds, for CI), ``cpu``
+(an honest small run on 2 cores: 64 px, tens of minutes), ``paper`` (MFGAN paper schedule:
+batch 1, 450K steps, 256 px; a GPU job).
+
+A run folder records them as sections (:func:`run_config`): ``{"method", "profile", "faces",
+"masks", "train": TrainConfig, "model": <family config>}``. Its resume policy
+(:class:`mfrbench.runs.RunDir`): :data:`GAN_RUN_CONTROL` may change on resume and stays out of the
+config hash, :data:`GAN_EXTENDABLE` (the run's length) may change and stays in it; any other
+option given again must equal the saved one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mfrbench.config import Resolved, from_dict, load_file, pick_profile, resolve
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators.gan.contract import get_method
 
@@ -58,43 +69,71 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _check_keys(cls: type, data: dict, where: str) -> None:
-    """A misspelled key is an error listing the valid ones, never a silently ignored setting."""
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise MfrbenchError(f"Unknown {where} keys {sorted(unknown)}; valid: {sorted(f.name for f in fields(cls))}")
+#: Options that steer a run without changing what it learns: they may change on ``--resume`` and are left
+#: out of the config hash (threads and the device are arguments, not config: always the current call's).
+GAN_RUN_CONTROL = ("train.log_every", "train.sample_every", "train.ckpt_every", "train.n_sample", "train.amp")
+#: The run's length: may grow on ``--resume`` (MFGAN refuses a change that moves a stage it has passed).
+GAN_EXTENDABLE = ("train.steps", "model.stage_steps")
+
+ConfigFile = str | os.PathLike | Mapping[str, Any] | None
 
 
-def resolve_config(method: str, profile: str | None = None, *, train: dict | None = None,
-                   model: dict | None = None) -> tuple[TrainConfig, Any]:
-    """Profile defaults -> explicit overrides (``None`` values ignored) -> frozen configs.
+def resolve_configs(method: str, profile: str | None = None, *, config_file: ConfigFile = None,
+                    train_sets: Iterable[str] | Mapping[str, Any] = (),
+                    model_sets: Iterable[str] | Mapping[str, Any] = (), train: Mapping[str, Any] | None = None,
+                    model: Mapping[str, Any] | None = None) -> tuple[Resolved[TrainConfig], Resolved[Any]]:
+    """Both configs of a run, each defaults -> ``profile`` -> ``config_file`` section -> ``--set`` -> options.
+
+    Args:
+        method: the registered family (``--method``); picks the model-config class.
+        profile: a name in :data:`PROFILES` (its ``model`` keys that the family lacks are skipped).
+        config_file: YAML with sections ``train:`` and ``model:`` (or that mapping).
+        train_sets, model_sets: ``KEY=VALUE`` strings (or mappings) for each section.
+        train, model: explicit options; ``None`` values are "not given".
 
     Returns:
-        ``(train_cfg, model_cfg)``; ``model_cfg`` is the family's own dataclass.
+        ``(train, model)`` :class:`~mfrbench.config.Resolved` configs; their ``given`` keys are what a
+        resumed run compares with the saved run.
     """
     spec = get_method(method)
-    prof = PROFILES.get(profile or "", None)
-    if profile and prof is None:
-        raise MfrbenchError(f"Unknown profile {profile!r}. Available: {', '.join(PROFILES)}")
-    t = {**(prof or {}).get("train", {}), **{k: v for k, v in (train or {}).items() if v is not None}}
-    model_cls = spec.config_cls
-    m = {k: v for k, v in (prof or {}).get("model", {}).items() if k in {f.name for f in fields(model_cls)}}
-    m.update({k: v for k, v in (model or {}).items() if v is not None})
-    _check_keys(TrainConfig, t, "train config")
-    _check_keys(model_cls, m, f"{method} config")
-    tc = TrainConfig(**{**t, "method": spec.name})
-    if tc.size % 4:
-        raise MfrbenchError(f"Expected --size divisible by 4 (64, 128, 256), but got {tc.size}")
-    return tc, model_cls(**m)
+    prof = pick_profile(PROFILES, profile)
+    data = config_file if isinstance(config_file, Mapping) else load_file(config_file)
+    unknown = sorted(set(data) - {"train", "model"})
+    if unknown:
+        raise MfrbenchError(f"config file {config_file}: unknown sections {unknown}; expected train: and model:")
+    t = resolve(TrainConfig, profile=prof.get("train"), file=data.get("train") or {}, sets=train_sets,
+                options=train, fixed={"method": spec.name}, where="train config")
+    m = resolve(spec.config_cls, profile=prof.get("model"), file=data.get("model") or {}, sets=model_sets,
+                options=model, lenient_profile=True, where=f"{method} config")
+    if t.config.size % 4:
+        raise MfrbenchError(f"Expected --size divisible by 4 (64, 128, 256), but got {t.config.size}")
+    return t, m
 
 
-def config_dict(train: TrainConfig, model_cfg: Any, extra: dict | None = None) -> dict:
-    """Both configs (and ``extra`` keys: profile, data) as the JSON-ready dict a run folder records."""
-    return {"method": train.method, "train": dataclasses.asdict(train), "model": dataclasses.asdict(model_cfg),
-            **(extra or {})}
+def resolve_config(method: str, profile: str | None = None, *, train: Mapping[str, Any] | None = None,
+                   model: Mapping[str, Any] | None = None) -> tuple[TrainConfig, Any]:
+    """:func:`resolve_configs` from a profile and explicit options, for library callers: ``(train_cfg, model_cfg)``."""
+    t, m = resolve_configs(method, profile, train=train, model=model)
+    return t.config, m.config
 
 
-def configs_from_dict(config: dict) -> tuple[TrainConfig, Any]:
-    """The two frozen configs back from a recorded :func:`config_dict`."""
+def run_config(train: TrainConfig, model_cfg: Any, *, profile: str | None = None, faces: str | None = None,
+               masks: str | None = None) -> dict[str, Any]:
+    """The record of a run: both configs as typed sections, and where its two domains come from."""
+    return {"method": train.method, "profile": profile, "faces": faces, "masks": masks,
+            "train": train, "model": model_cfg}
+
+
+def configs_from_dict(config: Mapping[str, Any]) -> tuple[TrainConfig, Any]:
+    """The two frozen configs back from a saved run record (JSON), typed like a fresh resolve."""
     spec = get_method(config["method"])
-    return TrainConfig(**config["train"]), spec.config_cls(**config["model"])
+    return (from_dict(TrainConfig, config["train"], where="saved train config"),
+            from_dict(spec.config_cls, config["model"], where=f"saved {spec.name} config"))
+
+
+def data_spec(spec: str | os.PathLike | None) -> str | None:
+    """A domain as the run records it: an existing path made absolute (a dataset name stays a name)."""
+    if spec is None:
+        return None
+    p = Path(spec)
+    return str(p.resolve()) if p.exists() else str(spec)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from mfrbench.generators.gan.checkpoint import CHECKPOINT, save_checkpoint
+from mfrbench.generators.gan.checkpoint import gan_run_dir, save_checkpoint
+from mfrbench.generators.gan.config import run_config
 from mfrbench.generators.gan.contract import TrainableGAN
 from mfrbench.generators.gan.data import DomainData, GANBatch, fixed_sample_batch, step_batch, to_uint8
-from mfrbench.runs import atomic_write_text
+from mfrbench.runs import RunDir, atomic_write_text
 
 
 def linear_decay_lr(step: int, total: int, lr: float, decay_start: float) -> float:
@@ -67,18 +67,31 @@ class _LossLog:
         atomic_write_text(self.path, buf.getvalue())
 
 
-def fit(model: TrainableGAN, faces: DomainData, masks: DomainData, run_dir: str | os.PathLike, *,
-        config: dict, progress: bool = True, callbacks: Iterable[Callable[..., None]] = ()) -> dict:
+def fit(model: TrainableGAN, faces: DomainData, masks: DomainData, run_dir: str | os.PathLike | RunDir, *,
+        config: Any = None, progress: bool = True, callbacks: Iterable[Callable[..., None]] = ()) -> dict:
     """Train ``model`` from ``model.step`` to ``train.steps``; samples, checkpoints and losses go to ``run_dir``.
 
-    Returns a summary: steps done, seconds, the mean of each loss term over the last 10% of steps,
-    and the paths of the checkpoint and the last sample grid.
+    Args:
+        model: a built (or resumed: ``load_state_dict``) family instance.
+        faces, masks: the two domains.
+        run_dir: the run folder (a path or its :class:`~mfrbench.runs.RunDir`).
+        config: the run record written to ``config.json`` and into each checkpoint
+            (:func:`~mfrbench.generators.gan.config.run_config`); default: the model's own configs.
+        callbacks: called as ``cb(step=, losses=, model=)`` after every step.
+
+    Returns:
+        A summary: steps done, seconds, the mean of each loss term over the last 10% of steps,
+        and the paths of the checkpoint and the last sample grid.
     """
     from tqdm import tqdm
 
     t = model.train_cfg
-    run_dir = Path(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else gan_run_dir(run_dir)
+    config = config if config is not None else run_config(t, model.cfg)
+    run_dir = run.path
     run_dir.mkdir(parents=True, exist_ok=True)
+    run.write_config(config)
+    info = {"faces": len(faces), "masks": len(masks)}
     losses_log = _LossLog(run_dir / "losses.csv", model.step)
     fixed = fixed_sample_batch(faces, masks, t.n_sample, model.device, t.seed)
     model.prepare(faces, masks, run_dir)
@@ -106,14 +119,14 @@ def fit(model: TrainableGAN, faces: DomainData, masks: DomainData, run_dir: str 
                 last_grid = save_sample_grid(model, fixed, run_dir / "samples" / f"step_{model.step:07d}.png")
             if model.step % t.ckpt_every == 0 or model.step == t.steps:
                 losses_log.flush()
-                save_checkpoint(model, run_dir, config)
+                save_checkpoint(model, run, config, info)
     finally:
         bar.close()
     tail = max(1, (t.steps - start) // 10)
     summary = {"steps": model.step, "steps_this_run": model.step - start,
                "seconds": round(time.perf_counter() - t0, 2),
                "final_losses": {k: round(float(np.mean(v[-tail:])), 4) for k, v in recent.items()},
-               "checkpoint": str(run_dir / CHECKPOINT), "samples": str(last_grid) if last_grid else None,
-               "faces": len(faces), "masks": len(masks)}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+               "checkpoint": str(run.checkpoint_path()), "samples": str(last_grid) if last_grid else None,
+               **info, "config_hash": run.config_hash}
+    run.write_json("summary.json", summary)
     return summary

@@ -102,7 +102,8 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
     row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers)
     click.echo(f"{benchmark} | {row.get('model')} | acc {_fmt(row.get('acc'))} ± {_fmt(row.get('acc_std'))} | "
                f"TAR@FAR=1e-3 {_fmt(row.get('tar_far_1e-3'))} [{_fmt(row.get('tar_far_1e-3_lo'))}, "
-               f"{_fmt(row.get('tar_far_1e-3_hi'))}] | Rank-1 {_fmt(row.get('rank1'))} | Rank-5 {_fmt(row.get('rank5'))}"
+               f"{_fmt(row.get('tar_far_1e-3_hi'))}] | Rank-1 {_fmt(row.get('rank1'))} | "
+               f"Rank-5 {_fmt(row.get('rank5'))}"
                f" | coverage {_fmt(row.get('coverage'))} % | {row['seconds']:.0f} s")
     from mfrbench.results import store_paths
 

@@ -60,7 +60,8 @@ def _method_kwargs(method: str, given: dict) -> dict:
 @click.option("--seg-checkpoint", default=None, metavar="SEG_RUN",
               help="cyclegan/iamgan: Seg run (train-aux --module seg) that predicts the written mask maps.")
 @click.option("--reference", type=click.Path(exists=True), default=None, metavar="DIR",
-              help="mfgan: masked photos (folder or aligned manifest) whose mask style the outputs copy (paper Fig. 8).")
+              help="mfgan: masked photos (folder or aligned manifest) whose mask style the outputs copy "
+                   "(paper Fig. 8).")
 @click.option("--reference-mode", type=click.Choice(["random", "fixed", "per-identity"]), default=None,
               help="mfgan: a reference per image (random), one for all (fixed: the first in sorted order), or one "
                    "per identity. [default: random]")

@@ -294,10 +294,12 @@ def _score_range(A: np.ndarray, B: np.ndarray, metric: str) -> tuple[float, floa
     """Bounds of every possible score, so the histogram bins are fixed before the first block."""
     if metric == "cosine":
         return -1.0, 1.0
-    na = float(np.linalg.norm(A, axis=1).max()) if len(A) else 0.0
-    nb = float(np.linalg.norm(B, axis=1).max()) if len(B) else 0.0
+    def max_norm(X: np.ndarray) -> float:  # in float64: a float32 square can overflow before the check
+        return float(np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64).max())) if len(X) else 0.0
+
+    na, nb = max_norm(A), max_norm(B)
     lo, hi = (-na * nb, na * nb) if metric == "dot" else (-(na + nb), 0.0)
-    if not np.isfinite(lo) or max(abs(lo), abs(hi)) > np.finfo(np.float32).max / 4:
+    if not np.isfinite(lo) or max(abs(lo), abs(hi)) > float(np.finfo(np.float32).max) / 4:
         raise ValueError(f"Expected embeddings whose {metric} scores fit in float32, but the largest norms are "
                          f"{na:.3g} and {nb:.3g}")
     return (lo, hi) if hi > lo else (lo, lo + 1.0)  # all-zero embeddings: one non-empty range
