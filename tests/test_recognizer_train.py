@@ -27,7 +27,7 @@ from mfrbench.recognizers.embed import load_backbone, load_embedder
 from mfrbench.recognizers.train import lr_factor, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_rec_data import write_crops  # noqa: E402
+from test_recognizer_data import write_crops  # noqa: E402
 
 TINY = "timm:test_resnet"
 
