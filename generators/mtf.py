@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError, SkipImage
-from mfrbench.generate import GeneratorIdentity, hash_config
+from mfrbench.generate import GeneratorIdentity
 from mfrbench.generators.base import GeneratedBatch, MaskGenerator, register_generator
 from mfrbench.generators.mask_templates import (
     KIT_TYPES,
@@ -130,7 +131,7 @@ class MTFGenerator(MaskGenerator):
 
     def identity(self) -> GeneratorIdentity:
         """mtf has no presets or runs; its mask maps are the drawn masks themselves (``exact``)."""
-        return GeneratorIdentity(family="mtf", variant="mtf", config_hash=hash_config(self.config()), maps="exact")
+        return GeneratorIdentity(family="mtf", variant="mtf", config_hash=config_hash(self.config()), maps="exact")
 
     # ------------------------------------------------------------------ style
     def draw_style(self, rng: np.random.Generator) -> Style:

@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Union
 
 import numpy as np
 
+from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError, SkipImage
 
 #: Families a masked set can come from; ``none`` marks unmasked (real) data.
@@ -101,11 +102,6 @@ class GeneratorIdentity:
 
 #: The identity of unmasked (real) training or evaluation data.
 UNMASKED = GeneratorIdentity(family="none", variant="none")
-
-
-def hash_config(config: dict) -> str:
-    """12 hex digits of a JSON-able config (keys sorted): the same config always gives the same hash."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def identity_from_meta(meta: dict, where: str | os.PathLike = "this manifest") -> GeneratorIdentity:
@@ -186,7 +182,7 @@ class MaskGenerator(abc.ABC):
         ``name``, the hash is that of :meth:`config`, the maps are of unknown origin. Built-in
         backends override it.
         """
-        return GeneratorIdentity(family=self.name, variant=self.name, config_hash=hash_config(self.config()))
+        return GeneratorIdentity(family=self.name, variant=self.name, config_hash=config_hash(self.config()))
 
     @abc.abstractmethod
     def generate(self, images: np.ndarray, landmarks: np.ndarray | None, *,

@@ -31,12 +31,12 @@ from click.testing import CliRunner
 from test_mfgan_model import stand_in_aux  # noqa: F401  (fixture: MFGAN's frozen Det/Seg stand-ins)
 
 from mfrbench.cli import cli
+from mfrbench.config import config_hash
 from mfrbench.generate import (
     GeneratedBatch,
     GeneratorIdentity,
     MaskGenerator,
     generate_dataset,
-    hash_config,
     read_generator_identity,
 )
 from mfrbench.results import read_results, tar_col
@@ -100,7 +100,7 @@ class StandInGenerator(MaskGenerator):
         return {"name": self.variant, "k": self.k}
 
     def identity(self) -> GeneratorIdentity:
-        return GeneratorIdentity(self.family, self.variant, hash_config(self.config()), run=f"stand-in/{self.variant}",
+        return GeneratorIdentity(self.family, self.variant, config_hash(self.config()), run=f"stand-in/{self.variant}",
                                  maps="exact")
 
     def generate(self, images, landmarks, *, rng):

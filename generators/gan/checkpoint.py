@@ -19,7 +19,6 @@ import torch
 
 from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError
-from mfrbench.generate import hash_config
 from mfrbench.generators.gan.config import GAN_EXTENDABLE, GAN_RUN_CONTROL, configs_from_dict, run_config
 from mfrbench.generators.gan.contract import TrainableGAN, build_gan
 from mfrbench.runs import CONFIG, RunDir
@@ -74,7 +73,7 @@ def run_config_hash(run_dir: str | os.PathLike, model: TrainableGAN | None = Non
     f = (p if p.is_dir() else p.parent) / CONFIG
     if f.is_file():
         saved = json.loads(f.read_text())
-        return str(saved.get("config_hash") or hash_config(saved))
+        return str(saved.get("config_hash") or config_hash(saved))
     if model is None:
         raise MfrbenchError(f"no {CONFIG} in {f.parent}: not a GAN run folder")
     return config_hash(run_config(model.train_cfg, model.cfg), exclude=GAN_RUN_CONTROL)
