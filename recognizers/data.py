@@ -5,7 +5,10 @@ Sources (several may be mixed, by ``--data`` repeated):
 * a manifest written by ``mfrbench align`` (aligned crops) or ``mfrbench generate`` (masked
   crops; ``kind == "masked"`` in ``manifest.json``): its ``ok`` rows, ``identity`` and
   ``out_path`` columns;
-* a plain folder ``<identity>/<image>`` of aligned 112x112 crops (read as unmasked).
+* a plain folder ``<identity>/<image>`` of aligned 112x112 crops (read as unmasked);
+* an insightface RecordIO set (a folder with ``train.rec`` / ``train.idx``, or the ``.rec`` file):
+  ``faces_webface_112x112``, ``faces_emore``, the kit's ``celeba-rec``; read as unmasked, images
+  decoded from the ``.rec`` file on demand (:mod:`mfrbench.recordio`), identities named by class id.
 
 Identities are matched by their label string across sources (a masked copy of CelebA keeps
 CelebA's identities) and remapped to contiguous ints ``0..C-1`` in sorted order. Whole
@@ -34,6 +37,7 @@ from mfrbench.errors import MfrbenchError
 from mfrbench.generate import UNMASKED, GeneratorIdentity, identity_from_meta
 from mfrbench.imageio import is_image_name
 from mfrbench.manifest import MANIFEST_CSV, read_manifest, read_manifest_meta
+from mfrbench.recordio import RecordFile, find_recordio, open_recordset
 
 log = logging.getLogger(__name__)
 SIZE = 112
@@ -44,6 +48,11 @@ class Sample:
     path: str
     identity: str
     masked: bool
+    offset: int = -1          # byte offset of the record when ``path`` is a RecordIO ``.rec`` file
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.path, self.offset
 
 
 @dataclass
@@ -97,6 +106,12 @@ def _generator_of(meta: dict, spec: str | os.PathLike) -> GeneratorIdentity:
 def read_source(spec: str | os.PathLike) -> Source:
     """Read one ``--data`` argument: a manifest (dir or CSV) or a ``<identity>/<image>`` folder."""
     p = Path(spec)
+    rec = find_recordio(p)
+    if rec is not None:
+        rs = open_recordset(rec)
+        path = os.path.abspath(rec)
+        rows = [Sample(path, str(int(lab)), False, int(off)) for off, lab in zip(rs.offsets, rs.labels)]
+        return Source(str(spec), "recordio", UNMASKED, rows)
     if (p.is_file() and p.suffix == ".csv") or (p / MANIFEST_CSV).is_file():
         meta = read_manifest_meta(p)
         df = read_manifest(p, status="ok")
@@ -115,7 +130,7 @@ def read_source(spec: str | os.PathLike) -> Source:
                 for f in sorted(d.iterdir()) if is_image_name(f)]
     else:
         raise MfrbenchError(f"--data {spec}: not a manifest (no {MANIFEST_CSV}) "
-                            "nor a folder of <identity>/<image> crops")
+                            "nor a folder of <identity>/<image> crops nor a RecordIO set (train.rec + train.idx)")
     present = [r for r in rows if os.path.isfile(r.path)]
     return Source(str(spec), kind, gen, present, missing=len(rows) - len(present))
 
@@ -140,7 +155,7 @@ def mix_by_mask_ratio(samples: list[Sample], ratio: float | None, seed: int) -> 
     else:
         keep, fixed, n = plain, masked, round(len(masked) * (1 - ratio) / ratio)
     chosen = sorted(rng.choice(len(keep), size=min(n, len(keep)), replace=False).tolist())
-    return sorted(fixed + [keep[i] for i in chosen], key=lambda s: (s.identity, s.path))
+    return sorted(fixed + [keep[i] for i in chosen], key=lambda s: (s.identity, s.path, s.offset))
 
 
 def split_identities(samples: list[Sample], val_identities: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -164,7 +179,8 @@ def build_train_data(specs: Sequence[str], *, mask_ratio: float | None = None, v
     for src in sources:
         if src.missing:
             notes.append(f"{src.spec}: skipped {src.missing} rows whose image file is missing")
-    samples = sorted({s.path: s for src in sources for s in src.samples}.values(), key=lambda s: (s.identity, s.path))
+    samples = sorted({s.key: s for src in sources for s in src.samples}.values(),
+                     key=lambda s: (s.identity, s.path, s.offset))
     if not samples:
         raise MfrbenchError(f"empty dataset: no readable images in {', '.join(specs)}")
     samples = mix_by_mask_ratio(samples, mask_ratio, seed)
@@ -187,9 +203,19 @@ def build_train_data(specs: Sequence[str], *, mask_ratio: float | None = None, v
 
 
 # ----------------------------------------------------------------------------- images
-def decode_crop(path: str) -> np.ndarray | None:
-    """Read an aligned crop as ``(112, 112, 3)`` uint8 RGB; ``None`` when it cannot be decoded."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+def decode_crop(path: str, offset: int = -1, records: dict[str, RecordFile] | None = None) -> np.ndarray | None:
+    """Read an aligned crop as ``(112, 112, 3)`` uint8 RGB; ``None`` when it cannot be decoded.
+
+    ``offset >= 0``: ``path`` is a RecordIO file and the crop is its record at that byte offset
+    (``records`` caches one open :class:`RecordFile` per file).
+    """
+    if offset >= 0:
+        records = {} if records is None else records
+        rf = records.get(path) or records.setdefault(path, RecordFile(path))
+        buf = np.frombuffer(rf.record(offset).image, np.uint8)
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    else:
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         return None
     if bgr.shape[:2] != (SIZE, SIZE):
@@ -221,6 +247,8 @@ class FaceImages(Dataset):
     def __init__(self, samples: Sequence[Sample], labels: np.ndarray, *, train: bool, seed: int = 0,
                  flip: bool = True, jitter: float = 0.1) -> None:
         self.paths = [s.path for s in samples]
+        self.offsets = np.array([s.offset for s in samples], np.int64)
+        self.records: dict[str, RecordFile] = {}
         self.labels = np.asarray(labels, np.int64)
         self.train, self.seed, self.flip, self.jitter = train, seed, flip, jitter
 
@@ -229,7 +257,7 @@ class FaceImages(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | None:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
-        img = decode_crop(self.paths[index])
+        img = decode_crop(self.paths[index], int(self.offsets[index]), self.records)
         if img is None:
             return None
         if self.train:

@@ -34,7 +34,7 @@ def _sample_images(info: dict[str, Any], n_real: int = 16, n_random: int = 5, se
     for spec in info.get("train_data", []):
         try:
             for s in read_source(spec).samples[:n_real]:
-                img = decode_crop(s.path)
+                img = decode_crop(s.path, s.offset)
                 if img is not None and len(real) < n_real:
                     real.append(img)
         except MfrbenchError:

@@ -38,7 +38,7 @@ def gallery_probe_split(samples: list[Sample], labels: np.ndarray) -> np.ndarray
     """Boolean mask of gallery images: one per identity, unmasked first, then by path."""
     gallery = np.zeros(len(samples), bool)
     first: dict[int, int] = {}
-    for i in sorted(range(len(samples)), key=lambda i: (samples[i].masked, samples[i].path)):
+    for i in sorted(range(len(samples)), key=lambda i: (samples[i].masked, samples[i].path, samples[i].offset)):
         first.setdefault(int(labels[i]), i)
     gallery[list(first.values())] = True
     return gallery
