@@ -29,7 +29,6 @@ substring.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 
 from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError, SkipImage
+from mfrbench.seeds import SEED_VERSION, batch_rng, image_rng  # noqa: F401 - re-exported (generators.base)
 
 #: Families a masked set can come from; ``none`` marks unmasked (real) data.
 FAMILIES = ("mtf", "cyclegan", "iamgan", "mfgan", "none")
@@ -210,16 +210,6 @@ def build_generator(source: GeneratorSource) -> MaskGenerator:
 
 
 # =========================================================================== dataset driver
-def image_rng(seed: int, key: str) -> np.random.Generator:
-    """The random generator of one image: a function of (run seed, image key) only."""
-    return np.random.default_rng([int(seed), int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)])
-
-
-def batch_rng(seed: int, keys: list[str]) -> np.random.Generator:
-    """One generator for a batch (backends without ``per_image_rng``): seed + the batch's keys."""
-    return np.random.default_rng([int(seed)] + [int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) for k in keys])
-
-
 @dataclass(frozen=True)
 class GenerateConfig:
     """Driver settings that change outputs (stored in the manifest config)."""
@@ -491,7 +481,8 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
             are used directly, no detection (the fast path). Takes precedence over ``dataset``.
         limit: process only the first N inputs.
         workers: parallel processes; outputs are byte-identical for any value.
-        seed: run seed; image ``key``'s randomness is ``image_rng(seed, key)``.
+        seed: run seed; image ``key``'s randomness is ``image_rng(seed, key)`` (:mod:`mfrbench.seeds`; the
+            scheme's version is written into ``manifest.json`` as ``seed_version``).
         batch_size: records per worker task and generator call (default 32 for manifests,
             8 for photos).
         resume: continue an interrupted run in ``out_dir`` (the config must match).
@@ -519,8 +510,8 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
     # The identity (a GAN's run folder and config hash) is part of the config: resuming a run with
     # another checkpoint into the same folder must be refused, not silently mixed.
     config = {"stage": "generate", "generator": gen_config, "identity": ident.to_dict(), "seed": seed,
-              "limit": limit, "dedupe": dedupe, **asdict(cfg), **(config_extra or {})}
-    extra_meta: dict = {"generator": ident.to_dict()}
+              "seed_version": SEED_VERSION, "limit": limit, "dedupe": dedupe, **asdict(cfg), **(config_extra or {})}
+    extra_meta: dict = {"generator": ident.to_dict(), "seed_version": SEED_VERSION}  # mfrbench.seeds
     if manifest is not None:
         it, total, src_meta = _manifest_records(manifest, limit)
         config.update(input="aligned_manifest", manifest=str(Path(manifest).resolve()))
