@@ -32,3 +32,11 @@ class SkipImage(Exception):
     @property
     def reason(self) -> str:
         return str(self)
+
+
+class DamagedFileError(MfrbenchError):
+    """A file mfrbench wrote earlier is damaged (truncated, garbage appended, foreign content).
+
+    The message names the file (and the line, for tables). Callers that can rebuild the file
+    (an embedding cache) catch it and rebuild; for a store of results it is the user's call.
+    """

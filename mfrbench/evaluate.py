@@ -540,8 +540,9 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     ``embedding_dim`` and ``metric``), used instead of loading ``model_spec``.
     """
     from mfrbench.embedders import load_model
-    from mfrbench.results import store_paths
+    from mfrbench.results import check_store, store_paths
 
+    check_store(results_dir)  # a damaged store or a --results file fails now, not after the evaluation
     t0 = time.time()
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     model = model if model is not None else load_model(model_spec)

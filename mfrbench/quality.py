@@ -272,6 +272,9 @@ def run_quality(generated: str | os.PathLike, *, real: str | os.PathLike | None 
     Raises:
         MfrbenchError: not a masked manifest, no identity record, or estimated maps and no ``nonmask_fn``.
     """
+    from mfrbench.results import check_store
+
+    check_store(results_dir)  # a damaged store or a --results file fails now, not after the measurement
     t0 = time.time()
     ident, base, df = load_generated(generated, limit)
     rule = nonmask_rule(ident, df, generated, nonmask_fn, nonmask_source)

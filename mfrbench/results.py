@@ -18,6 +18,13 @@ classes cannot drift apart. The TAR columns of all three come from the one :data
 (:func:`tar_col` spells them); a new FAR target is one edit here, not five. Writers may still pass
 plain dicts keyed by column name; either way a column outside the row's kind is an error.
 
+Appends and reads hold a lock on the file (``fcntl.flock``: exclusive to append, shared to read), so
+processes appending to one store at once never write two headers or interleave rows; each append is one
+``write`` of whole lines, started on a fresh line even after a crash mid-row. A read checks every line
+(header, field count, typed cells, a final newline) and names the first damaged one in a one-line
+:class:`~mfrbench.errors.DamagedFileError`: a damaged store is never silently column-shifted, and
+nothing rewrites it (the user fixes or deletes the named line; the other rows are intact).
+
 Generator columns (every row): ``generator`` (the identity's variant, e.g. ``mfgan-no-inv``),
 ``generator_family`` and ``generator_hash``, from the masked manifest's identity record
 (:func:`mfrbench.generate.read_generator_identity`): for ``eval`` rows that of the recognizer's
@@ -26,8 +33,10 @@ training data, for ``quality`` rows that of the measured set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import fcntl
 import io
 import os
 import uuid
@@ -37,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import DamagedFileError, MfrbenchError
 
 EVALS = "evals.csv"
 BREAKDOWN = "breakdown.csv"
@@ -123,11 +132,30 @@ def store_paths(results: str | os.PathLike) -> tuple[Path, Path, Path]:
 
     A folder holds ``evals.csv`` and ``breakdown.csv``; a file ``X.csv`` is the evals table
     itself, with ``X-breakdown.csv`` (and the plots and protocols) next to it.
+
+    Raises:
+        MfrbenchError: ``results`` is an existing file that is not a ``.csv`` (``report --results notes.txt``).
     """
     p = Path(results)
-    if p.suffix.lower() == ".csv":
+    if p.suffix.lower() == ".csv" and not p.is_dir():
         return p.parent, p, p.with_name(f"{p.stem}-breakdown.csv")
+    if p.exists() and not p.is_dir():
+        raise MfrbenchError(f"--results {p} is a file, not a results store: give a folder (evals.csv inside) or "
+                            "an evals .csv file")
     return p, p / EVALS, p / BREAKDOWN
+
+
+def require_store(results: str | os.PathLike) -> Path:
+    """The evals CSV of an existing store (``report`` reads one; it must not invent an empty one).
+
+    Raises:
+        MfrbenchError: there is no ``evals.csv`` at ``results``.
+    """
+    path = store_paths(results)[1]
+    if not path.is_file():
+        raise MfrbenchError(f"no results store at {results} ({path} does not exist): run `mfrbench eval` or "
+                            "`mfrbench quality` first, or pass the --results folder they wrote")
+    return path
 
 
 def new_eval_id() -> str:
@@ -150,29 +178,107 @@ def _cell(v) -> str:
     return str(v)
 
 
+#: Column -> type of every table, for the cell checks of :func:`_checked_text`.
+_TYPES = {n: t for n, t in _ID + _MODEL + _VERIFY + _QUALITY + _TAIL + _BREAKDOWN}
+
+
+@contextlib.contextmanager
+def _locked(path: Path, mode: str, lock: int):
+    """``path`` opened in binary ``mode`` under ``flock(lock)``; the lock goes with the file on close."""
+    with open(path, mode) as f:
+        fcntl.flock(f.fileno(), lock)
+        yield f
+
+
+def _header_error(path: Path, first: str, header: str) -> MfrbenchError:
+    if first and header.startswith(first):
+        return DamagedFileError(f"{path}:1: the header is truncated: restore the header line (the column order is "
+                                "in results/README.md) or move the file aside")
+    return MfrbenchError(f"{path} has a different header (an older schema?); it is never rewritten: move it "
+                         "aside or pass another --results folder")
+
+
 def _append(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to ``path`` under an exclusive lock; the header only into an empty file."""
     unknown = sorted({k for r in rows for k in r} - set(columns))
     if unknown:
         raise ValueError(f"Expected result columns from {path.name}'s schema, but got unknown {unknown}")
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ",".join(columns)
-    if path.exists() and path.stat().st_size:
-        with open(path, encoding="utf-8") as f:
-            first = f.readline().rstrip("\r\n")
-        if first != header:
-            raise MfrbenchError(f"{path} has a different header (an older schema?); it is never rewritten: move it "
-                                "aside or pass another --results folder")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    if not path.exists() or path.stat().st_size == 0:
-        w.writerow(columns)
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in columns])
-    # One write call in append mode: rows land whole, after whatever is already there.
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(buf.getvalue())
+    with _locked(path, "a+b", fcntl.LOCK_EX) as f:
+        size = os.fstat(f.fileno()).st_size  # under the lock: another appender cannot be between this and the write
+        lead = ""
+        if size == 0:
+            lead = header + "\n"
+        else:
+            f.seek(0)
+            first = f.readline().decode("utf-8", "replace").rstrip("\r\n")
+            if first != header:
+                raise _header_error(path, first, header)
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # a writer died mid-row: start on a fresh line, the damaged one stays visible
+                lead = "\n"
+        f.seek(0, os.SEEK_END)
+        # One write of whole lines: a reader or a later appender never sees half of this call's rows glued on.
+        f.write((lead + buf.getvalue()).encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _check_cell(value: str, kind: type) -> bool:
+    if value == "" or kind is str:
+        return True
+    if kind is bool:
+        return value in ("true", "false", "True", "False")
+    try:
+        float(value) if kind is float else int(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _checked_text(path: Path, columns: list[str]) -> str:
+    """The text of a store table, read under a shared lock, with every line checked.
+
+    Raises:
+        DamagedFileError: naming the file and the first damaged line (truncated, wrong field count, a cell of the
+            wrong type, bytes that are not text).
+    """
+    with _locked(path, "rb", fcntl.LOCK_SH) as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DamagedFileError(f"{path}:{line}: not text (garbage appended?): delete that line; the rows before it "
+                               "are intact") from err
+    fix = "fix or delete that line; the other rows are intact"
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        first = next(reader, [])
+        if first != columns:
+            raise _header_error(path, ",".join(first), ",".join(columns))
+        for row in reader:
+            if not row:
+                continue
+            line = reader.line_num
+            if len(row) != len(columns):
+                raise DamagedFileError(f"{path}:{line}: {len(row)} fields, expected {len(columns)} (a truncated or "
+                                       f"damaged row): {fix}")
+            bad = next((c for c, v in zip(columns, row) if not _check_cell(v, _TYPES.get(c, str))), None)
+            if bad is not None:
+                raise DamagedFileError(f"{path}:{line}: column {bad} holds {row[columns.index(bad)][:40]!r}, "
+                                       f"not a {_TYPES[bad].__name__}: {fix}")
+    except csv.Error as err:
+        raise DamagedFileError(f"{path}:{reader.line_num}: not CSV ({err}): {fix}") from err
+    if text and not text.endswith("\n"):
+        raise DamagedFileError(f"{path}:{max(reader.line_num, 1)}: the last row is truncated (no line end; a "
+                               f"writer stopped mid-row): {fix}")
+    return text
 
 
 def _as_dict(row: object) -> dict:
@@ -202,9 +308,11 @@ def append_row(results_dir: str | os.PathLike, row: "dict | EvalRow | QualityRow
     row = _as_dict(row)
     _check_kind(row)
     _, path, bd = store_paths(results_dir)
-    _append(path, COLUMNS, [row])
+    # The breakdown first: a kill between the two appends leaves orphan breakdown rows, never an eval row whose
+    # breakdown is missing.
     if breakdown:
         _append(bd, BREAKDOWN_COLUMNS, [{"eval_id": row["eval_id"], **_as_dict(b)} for b in breakdown])
+    _append(path, COLUMNS, [row])
     return path
 
 
@@ -213,7 +321,8 @@ def read_results(results_dir: str | os.PathLike, *, kind: str | None = None) -> 
     path = store_paths(results_dir)[1]
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
+    text = _checked_text(path, COLUMNS)
+    df = pd.read_csv(io.StringIO(text), dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
     for c in TEXT_COLUMNS:
         if c in df:
             df[c] = df[c].fillna("")
@@ -227,4 +336,15 @@ def read_breakdown(results_dir: str | os.PathLike) -> pd.DataFrame:
     path = store_paths(results_dir)[2]
     if not path.is_file():
         return pd.DataFrame(columns=BREAKDOWN_COLUMNS)
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return pd.read_csv(io.StringIO(_checked_text(path, BREAKDOWN_COLUMNS)), keep_default_na=False, na_values=[""])
+
+
+def check_store(results_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, a store that an append would fail on or that a read would call damaged.
+
+    ``eval`` and ``quality`` call it first, so a damaged store costs seconds, not an evaluation.
+    """
+    _, path, bd = store_paths(results_dir)
+    for p, cols in ((path, COLUMNS), (bd, BREAKDOWN_COLUMNS)):
+        if p.is_file() and p.stat().st_size:
+            _checked_text(p, cols)

@@ -134,7 +134,9 @@ def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
       mfrbench report --benchmark lfw-masked --loss cosface
     """
     from mfrbench.reports import write_reports
+    from mfrbench.results import require_store
 
+    require_store(results_dir)  # a mistyped --results must not become an empty folder of empty tables
     rep = write_reports(results_dir, out_dir, benchmark=benchmark, loss=loss.lower(), with_paper=with_paper)
     for name in ("table2", "table3"):
         df = rep[name]
