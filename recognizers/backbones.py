@@ -4,11 +4,13 @@ Input convention (all backbones): float tensors ``(B, 3, 112, 112)``, RGB, norma
 ``(x - 127.5) / 127.5`` (insightface's ``arcface_torch``); output ``(B, embedding_dim)`` raw
 (not L2-normalised) embeddings.
 
-* ``iresnet18/34/50``: Improved ResNet, Duta et al., "Improved Residual Networks for Image
+* ``iresnet18/34/50/100``: Improved ResNet, Duta et al., "Improved Residual Networks for Image
   and Video Recognition", ICPR 2020, https://arxiv.org/abs/2004.04989, in the face variant of
   Deng et al., "ArcFace", CVPR 2019, https://arxiv.org/abs/1801.07698 (stride-1 stem, BN-Conv-BN-
   PReLU-Conv-BN blocks, BN-Flatten-FC-BN "E" output). Layer layout, BN eps, PReLU and weight init
-  follow insightface ``recognition/arcface_torch/backbones/iresnet.py``.
+  follow insightface ``recognition/arcface_torch/backbones/iresnet.py``; key names and shapes are
+  arcface_torch's ``r18/r34/r50/r100`` (``iresnet100``: layers (3, 13, 30, 3), the backbone of most
+  released models), so its ``backbone.pth`` files load as they are (:mod:`.pretrained`).
 * ``mobilefacenet``: Chen et al., "MobileFaceNets: Efficient CNNs for Accurate Real-Time Face
   Verification on Mobile Devices", CCBR 2018, https://arxiv.org/abs/1804.07573, as insightface's
   ``mbf`` (width scale 2, blocks (1, 4, 6, 2), global depthwise conv (GDC) embedding, 512-d).
@@ -192,6 +194,11 @@ def iresnet34(**kw: Any) -> IResNet:
 @register_backbone
 def iresnet50(**kw: Any) -> IResNet:
     return IResNet((3, 4, 14, 3), **kw)
+
+
+@register_backbone
+def iresnet100(**kw: Any) -> IResNet:
+    return IResNet((3, 13, 30, 3), **kw)
 
 
 @register_backbone

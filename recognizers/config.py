@@ -59,6 +59,10 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 0                # also checkpoint every N steps (0: at epoch ends only)
     progress: bool = True
+    # --- fine-tuning (issue 16, recognizers/pretrained.py) ---
+    init: str | None = None            # start the backbone from a train-fr run/checkpoint or a state dict file
+    backbone_lr_mult: float = 1.0      # the backbone trains at lr * this; the fresh head at lr
+    freeze_backbone_epochs: float = 0.0  # backbone frozen (no update, BatchNorm statistics fixed) this long
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,6 +75,9 @@ class TrainConfig:
              f"--mask-ratio must be in [0, 1], got {self.mask_ratio}"),
             (self.val_identities >= 0, f"--val-identities must be >= 0, got {self.val_identities}"),
             (self.images_per_identity >= 2, f"--images-per-identity must be >= 2, got {self.images_per_identity}"),
+            (self.backbone_lr_mult >= 0, f"--backbone-lr-mult must be >= 0, got {self.backbone_lr_mult}"),
+            (self.freeze_backbone_epochs >= 0,
+             f"--freeze-backbone-epochs must be >= 0, got {self.freeze_backbone_epochs}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -42,6 +42,7 @@ from mfrbench.recognizers.data import (
 from mfrbench.recognizers.distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed
 from mfrbench.recognizers.heads import create_head
 from mfrbench.recognizers.logs import RunLogger
+from mfrbench.recognizers.pretrained import backbone_frozen, param_groups, start_backbone
 from mfrbench.recognizers.validate import normalize_images, validate
 from mfrbench.runs import RunDir
 
@@ -73,6 +74,8 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.backbone_lr_mult != 1.0 or cfg.freeze_backbone_epochs > 0:  # issue 16: backbone / head groups
+        params = param_groups(model, backbone_lr_mult=cfg.backbone_lr_mult)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.resolved_weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.resolved_weight_decay)
@@ -126,6 +129,8 @@ def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv) -> Run:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every rerun
     backbone = create_backbone(cfg.backbone, embedding_dim=cfg.embedding_dim)
     head = create_head(cfg.head, embedding_dim=cfg.embedding_dim, num_classes=data.num_classes, **cfg.head_args)
+    init_info = start_backbone(backbone, cfg.init, backbone=cfg.backbone, embedding_dim=cfg.embedding_dim,
+                               fresh=run_dir.last_checkpoint() is None)  # issue 16: --init, fresh head
     model = Recognizer(backbone, head).to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -143,6 +148,8 @@ def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv) -> Run:
     loader = make_loader(dataset, sampler, workers=cfg.workers, pin_memory=env.device.type == "cuda")
     run = Run(cfg, run_dir, env, data, model, ddp, optimizer, scaler, sampler, loader, logger=None,
               info=run_info(cfg, data))
+    if init_info is not None:
+        run.info["init"] = init_info
     resume_step = _restore(run) if run_dir.last_checkpoint() is not None else None
     run.logger = RunLogger(cfg.out, enabled=env.is_main, resume_step=resume_step)
     return run
@@ -198,8 +205,11 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor, steps_per_e
     """One optimiser step on one local batch; returns the rank-averaged loss and head stats."""
     cfg, dev = run.cfg, run.env.device
     lr = cfg.lr * lr_factor(cfg, run.global_step, steps_per_epoch)
+    frozen = backbone_frozen(cfg.freeze_backbone_epochs, run.global_step, steps_per_epoch)  # issue 16
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = 0.0 if frozen and group.get("name") == "backbone" else lr * group.get("lr_mult", 1.0)
+    if cfg.freeze_backbone_epochs:  # a frozen backbone keeps its BatchNorm statistics too
+        run.model.backbone.train(not frozen)
     x = normalize_images(images.to(dev, non_blocking=True))
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -213,7 +223,7 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor, steps_per_e
     run.scaler.scale(loss).backward()
     if cfg.clip_grad:
         run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad)
+        nn.utils.clip_grad_norm_(run.model.head.parameters() if frozen else run.model.parameters(), cfg.clip_grad)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return {"loss": float(synced[0]), "lr": lr, **{k: float(v) for k, v in zip(names, synced[1:])}}

@@ -43,6 +43,9 @@ TRAIN_FR = {
     "log_every": (["--log-every", "2"], "log_every", 2),
     "ckpt_every": (["--ckpt-every", "4"], "ckpt_every", 4),
     "out": (["--out", "RUN"], "out", "RUN"),
+    "init": (["--init", "backbone.pth"], "init", "backbone.pth"),          # read when training starts (issue 16)
+    "backbone_lr_mult": (["--backbone-lr-mult", "0.1"], "backbone_lr_mult", 0.1),
+    "freeze_backbone_epochs": (["--freeze-backbone-epochs", "2"], "freeze_backbone_epochs", 2.0),
     "config_path": (["--config", "CONFIG"], "gamma", 0.5),               # the file says gamma: 0.5
     "sets": (["--set", "color_jitter=0.25", "--set", "clip_grad=none"], "color_jitter", 0.25),
     "no_progress": (["--no-progress"], "progress", False),

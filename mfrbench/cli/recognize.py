@@ -39,7 +39,7 @@ def _duration(text: str | None) -> float | None:
 @click.option("--data", "data", multiple=True, metavar="MANIFEST_OR_DIR",
               help="Aligned (`align`) or masked (`generate`) manifest folder, or an <identity>/<image> folder of "
                    "112x112 crops. Repeat to mix sources.")
-@click.option("--backbone", default=None, help="iresnet18|iresnet34|iresnet50|mobilefacenet|timm:<name> "
+@click.option("--backbone", default=None, help="iresnet18|iresnet34|iresnet50|iresnet100|mobilefacenet|timm:<name> "
                                                 "[default: iresnet18].")
 @click.option("--loss", "head", default=None,
               help="Head: softmax|triplet|arcface|cosface|combined-margin|subcenter-arcface [default: arcface].")
@@ -73,6 +73,13 @@ def _duration(text: str | None) -> float | None:
 @click.option("--log-every", type=click.IntRange(min=1), default=None, help="Log every N steps [default: 10].")
 @click.option("--ckpt-every", type=click.IntRange(min=0), default=None,
               help="Also checkpoint every N steps [default: 0 = at epoch ends].")
+@click.option("--init", type=click.Path(), default=None, metavar="PATH",
+              help="Start the backbone from a train-fr run/checkpoint or a state dict such as arcface_torch's "
+                   "backbone.pth (loaded strictly; the head starts fresh).")
+@click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=None,
+              help="Backbone learning rate = --lr times this, e.g. 0.1 when fine-tuning [default: 1].")
+@click.option("--freeze-backbone-epochs", type=click.FloatRange(min=0), default=None,
+              help="Train only the head for the first N epochs (backbone and its BatchNorm fixed) [default: 0].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder [default: runs/recognizer].")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML config (keys as TrainConfig fields); --set and the options above override it.")
@@ -96,6 +103,8 @@ def train_fr_cmd(config_path: str | None, sets: tuple[str, ...], resume: bool, n
       mfrbench train-fr --loss arcface --backbone iresnet18 --data out/celeba-aligned --epochs 20 --out runs/r18
       mfrbench train-fr --data out/celeba-aligned --data out/celeba-mtf --mask-ratio 0.5 --out runs/mix
       mfrbench train-fr --loss triplet --head-arg margin=0.3 --data my_crops/ --out runs/trip
+      mfrbench train-fr --data out/celeba-mtf --backbone iresnet50 --init backbone.pth --backbone-lr-mult 0.1 \
+        --freeze-backbone-epochs 1 --lr 0.01 --out runs/ft
       mfrbench train-fr --out runs/r18 --resume
       torchrun --nproc_per_node 2 $(which mfrbench) train-fr --data out/celeba-aligned --out runs/ddp
     """
