@@ -6,6 +6,8 @@ template kit is reused (see :mod:`mfrbench.generators.mask_templates`); the plac
 
 1. six anchors from the 68 landmarks (nose bridge, jaw at nose-tip and lower-lip height, under
    the chin), moved by the wearing mode (``correct``, ``nose-out``, ``mouth-nose-out``, ``chin``);
+   ``--wearing random`` draws only among the modes whose mask fits the image (not ``mask_outside``:
+   on a 112x112 ArcFace crop the chin is at y = 120, so ``chin`` hangs below the crop);
 2. the front/left/right template chosen from the nose position between the jaw outlines (yaw
    bin: nose in the left/right 35 % -> the turned view);
 3. a least-squares homography from the template's six anchors to the face's, the template
@@ -22,12 +24,18 @@ Differences from the original tool on purpose: no default tint (MaskTheFace blen
 into every mask), saturation from the S channel (it used V), ``.jpeg`` and any other format
 ``load_rgb`` reads are fine, and a face that cannot be masked becomes a ``skipped`` row with a
 reason instead of silently disappearing. Templates are decoded once per process.
+
+:meth:`MTFGenerator.mask_face` runs in steps that :mod:`mfrbench.generators.augment` (MaskAugment,
+on-the-fly masking of aligned crops) reuses: :meth:`~MTFGenerator.draw_style`,
+:meth:`~MTFGenerator.place`, :meth:`~MTFGenerator.style_premultiplied`,
+:meth:`~MTFGenerator.composite` and :meth:`~MTFGenerator.info`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -109,6 +117,50 @@ class Style:
     wearing: str
 
 
+def draw_wearing(u: float, fits: Callable[[str], bool] | None = None,
+                 weights: dict[str, float] | None = None) -> str:
+    """``--wearing random``: the mode at uniform draw ``u`` under ``weights`` (default
+    :data:`WEARING_RANDOM_WEIGHTS`), renormalised over the modes for which ``fits(mode)`` holds
+    (all when ``fits`` is None).
+
+    What ``rng.choice(modes, p=weights)`` draws from the same uniform; the first mode when none
+    fits (the face is then skipped as ``mask_outside`` as before).
+    """
+    weights = WEARING_RANDOM_WEIGHTS if weights is None else weights
+    modes = [m for m in weights if fits is None or fits(m)]
+    if not modes:
+        return next(iter(weights))
+    cdf = np.cumsum([weights[m] for m in modes])
+    return modes[min(int(np.searchsorted(cdf / cdf[-1], u, side="right")), len(modes) - 1)]
+
+
+@dataclass
+class Placement:
+    """A template placed on one face (no pixels drawn yet): :meth:`MTFGenerator.place`."""
+
+    tpl: Template
+    lvl: TemplateLevel               # the template level the warp reads
+    H: np.ndarray                    # (3, 3) homography, level pixels -> image pixels
+    anchors: np.ndarray              # (6, 2) a..f on the face, image pixels
+    wearing: str
+    box: tuple[int, int, int, int] | None  # (x0, y0, x1, y1) clipped to the image; None: outside it
+    visible: float                   # share of the mask inside the image
+    min_visible: float
+
+    @property
+    def fits(self) -> bool:
+        """The mask is drawn, not skipped as ``mask_outside``."""
+        return self.box is not None and self.visible >= self.min_visible
+
+    def check(self) -> None:
+        """Raise the ``mask_outside`` skip of a placement that does not fit."""
+        if self.box is None:
+            raise SkipImage("mask_outside", "the placed mask falls outside the image")
+        if self.visible < self.min_visible:  # a sliver at the frame edge is not a masked face
+            raise SkipImage("mask_outside", f"only {self.visible:.0%} of the placed mask is inside the image "
+                                            f"(wearing {self.wearing})")
+
+
 class MTFGenerator(MaskGenerator):
     """Landmark-driven template overlay; works on any frame (photos or aligned crops)."""
 
@@ -134,8 +186,14 @@ class MTFGenerator(MaskGenerator):
         return GeneratorIdentity(family="mtf", variant="mtf", config_hash=config_hash(self.config()), maps="exact")
 
     # ------------------------------------------------------------------ style
-    def draw_style(self, rng: np.random.Generator) -> Style:
-        """The style of one image: fixed options, or drawn from ``rng`` for random/mix."""
+    def draw_style(self, rng: np.random.Generator, fits: Callable[[str, str], bool] | None = None) -> Style:
+        """The style of one image: fixed options, or drawn from ``rng`` for random/mix.
+
+        ``fits(mask_type, wearing)`` (optional) says whether a wearing mode places this family's mask
+        inside the image; ``--wearing random`` then draws only among the modes that fit (their
+        weights renormalised; the same single uniform draw, so with every mode fitting the
+        choice is what it was without ``fits``).
+        """
         c = self.cfg
         color, cw, texture, tw = c.color, c.color_weight, c.texture, c.texture_weight
         if c.mask_type == "random":
@@ -158,8 +216,7 @@ class MTFGenerator(MaskGenerator):
             names = self._kit.texture_names()
             texture = names[int(rng.integers(len(names)))]
         if c.wearing == "random":
-            modes, wp = zip(*WEARING_RANDOM_WEIGHTS.items())
-            wearing = modes[int(rng.choice(len(modes), p=np.array(wp) / sum(wp)))]
+            wearing = draw_wearing(float(rng.random()), None if fits is None else (lambda m: fits(mtype, m)))
         else:
             wearing = c.wearing
         return Style(mtype, color, cw if color else 0.0, texture, tw if texture else 0.0, wearing)
@@ -183,86 +240,141 @@ class MTFGenerator(MaskGenerator):
             frame = FaceFrame.from_landmarks(lmk68)
         except ValueError as err:
             raise SkipImage("bad_landmarks", str(err)) from err
-        style = self.draw_style(rng)
+        h, w = image.shape[:2]
         t_face = face_yaw_t(frame)
         side = yaw_bin(t_face)  # the template view matches the recorded yaw bin
-        tpl = self._template(style.mask_type, side)
-        mode = WEARING_MODES[style.wearing]
+        placed: dict[tuple[str, str], Placement] = {}
+
+        def place(mtype: str, wearing: str) -> Placement:
+            if (mtype, wearing) not in placed:
+                placed[mtype, wearing] = self.place(frame, lmk68, mtype, side, wearing, (w, h))
+            return placed[mtype, wearing]
+
+        style = self.draw_style(rng, fits=lambda mtype, wearing: place(mtype, wearing).fits)
+        pl = place(style.mask_type, style.wearing)
+        pl.check()
+        x0, y0, x1, y1 = pl.box
+        # Warp only the mask's bounding box, premultiplied uint8 (no colour fringes at the edge).
+        T = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ pl.H
+        warped = cv2.warpPerspective(self._styled(pl.lvl, style), T, (x1 - x0, y1 - y0),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+        pm = warped[..., :3].astype(np.float32) * (1.0 / 255.0)            # premultiplied colour
+        out, mask_map, gains = self.composite(image, pl.box, pm, alpha)
+        return out, mask_map, self.info(pl, style, lmk68, int(mask_map.sum()), gains, t_face)
+
+    def place(self, frame: FaceFrame, lmk68: np.ndarray, mask_type: str, side: str, wearing: str,
+              size: tuple[int, int]) -> Placement:
+        """Where the ``mask_type`` template (view ``side``) lands for ``wearing`` in a ``size = (w, h)`` image.
+
+        No pixels are drawn: the homography, the clipped bounding box and the share of the mask
+        inside the frame (:attr:`Placement.fits` is the generator's own ``mask_outside`` rule).
+        """
+        import cv2
+
+        tpl = self._template(mask_type, side)
+        mode = WEARING_MODES[wearing]
         # An incorrect fit must leave its parts visible whatever the template's outline (a turned
         # KN95's top edge rises past anchor b): lower the mask step by step until it does.
         for _ in range(_MAX_LOWERINGS):
             dst, lvl, Hm = self._place(frame, mode, tpl)
-            if self._exposes(style.wearing, lmk68, lvl.rgba, np.linalg.inv(Hm)):
+            if self._exposes(wearing, lmk68, lvl.rgba, np.linalg.inv(Hm)):
                 break
             mode = replace(mode, top_off=mode.top_off + _LOWER_STEP, bottom_off=mode.bottom_off + _LOWER_STEP / 2)
-
-        h, w = image.shape[:2]
+        w, h = size
         th, tw = lvl.rgba.shape[:2]
         corners = cv2.perspectiveTransform(np.array([[[0, 0], [tw, 0], [tw, th], [0, th]]], np.float64), Hm)[0]
         x0, y0 = np.floor(corners.min(0)).astype(int)
         x1, y1 = np.ceil(corners.max(0)).astype(int)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
         if x1 - x0 < 2 or y1 - y0 < 2:
-            raise SkipImage("mask_outside", "the placed mask falls outside the image")
+            return Placement(tpl, lvl, Hm, dst, wearing, None, 0.0, self.cfg.min_visible)
+        visible = self._visible_fraction(lvl, Hm, corners, w, h)
+        return Placement(tpl, lvl, Hm, dst, wearing, (x0, y0, x1, y1), visible, self.cfg.min_visible)
 
-        # Warp only the mask's bounding box, premultiplied uint8 (no colour fringes at the edge).
-        T = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ Hm
-        warped = cv2.warpPerspective(self._styled(lvl, style), T, (int(x1 - x0), int(y1 - y0)),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        alpha = warped[..., 3].astype(np.float32) * (1.0 / 255.0)
+    def composite(self, image: np.ndarray, box: tuple[int, int, int, int], pm: np.ndarray, alpha: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """Draw a warped mask onto ``image`` and return (masked image, mask map, light gains).
+
+        Args:
+            image: (H, W, 3) uint8 RGB (not modified).
+            box: ``(x0, y0, x1, y1)`` of the warped mask in ``image``.
+            pm: (y1 - y0, x1 - x0, 3) float32 premultiplied colour in [0, 1] (modified in place).
+            alpha: (y1 - y0, x1 - x0) float32 in [0, 1] (modified in place).
+        """
+        import cv2
+
+        x0, y0, x1, y1 = box
         inside = alpha >= self.cfg.alpha_threshold
         if not inside.any():
             raise SkipImage("mask_outside", "the placed mask falls outside the image")
-        visible = self._visible_fraction(lvl, Hm, corners, w, h)
-        if visible < self.cfg.min_visible:  # a sliver at the frame edge is not a masked face
-            raise SkipImage("mask_outside", f"only {visible:.0%} of the placed mask is inside the image "
-                                            f"(wearing {style.wearing})")
         # Keep the anti-aliased edge only within RIM px of the map: faint sub-pixel fragments
         # (a strap thinner than a pixel) would be drawn but not be on the map.
         near = cv2.dilate(inside.astype(np.uint8), _RIM_KERNEL).astype(bool)
         alpha[~near] = 0.0
-        roi = image[y0:y1, x0:x1]
-        pm = warped[..., :3].astype(np.float32) * (1.0 / 255.0)            # premultiplied colour
         pm[~near] = 0.0
+        roi = image[y0:y1, x0:x1]
         gains = (1.0, 1.0)
         if self.cfg.match_light:
             pm, gains = self._match_light(pm, alpha, roi, inside)
-
         out = image.copy()
         blended = roi.astype(np.float32) * (1.0 - alpha)[..., None] + pm * 255.0
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        mask_map = np.zeros((h, w), np.uint8)
+        mask_map = np.zeros(image.shape[:2], np.uint8)
         mask_map[y0:y1, x0:x1] = inside
+        return out, mask_map, gains
 
-        covered = self._covered_parts(lmk68, lvl.rgba, np.linalg.inv(Hm))
-        info = {
-            "mask_type": style.mask_type, "template": tpl.name, "color": style.color or "",
+    def info(self, pl: Placement, style: Style, lmk68: np.ndarray, area: int, gains: tuple[float, float],
+             t_face: float) -> dict:
+        """The manifest columns of one masked face."""
+        covered = self._covered_parts(lmk68, pl.lvl.rgba, np.linalg.inv(pl.H))
+        return {
+            "mask_type": style.mask_type, "template": pl.tpl.name, "color": style.color or "",
             "color_weight": style.color_weight, "texture": style.texture or "",
             "texture_weight": style.texture_weight, "wearing": style.wearing,
-            "anchors": np.round(dst, 2).ravel().tolist(), "yaw_bin": yaw_bin(t_face),
+            "anchors": np.round(pl.anchors, 2).ravel().tolist(), "yaw_bin": yaw_bin(t_face),
             "yaw_deg": round(yaw_degrees(t_face), 1), "v_gain": round(gains[0], 3), "s_gain": round(gains[1], 3),
-            "mask_area": int(inside.sum()), "mask_visible": round(visible, 3),
+            "mask_area": area, "mask_visible": round(pl.visible, 3),
             **{f"covers_{p}": bool(v) for p, v in covered.items()},
             "covered_parts": [p for p, v in covered.items() if v],
         }
-        return out, mask_map, info
 
     def _styled(self, lvl: TemplateLevel, style: Style) -> np.ndarray:
-        """The level's premultiplied RGBA, with the optional texture / colour blended into its
-        shading (so pleats and folds survive the recolouring)."""
+        """The level's premultiplied RGBA uint8, styled in template space (see :func:`style_premultiplied`)."""
         if not style.color and not style.texture:
             return lvl.pm
-        rgb = lvl.rgba[..., :3].astype(np.float32) * (1.0 / 255.0)
-        shade = lvl.shade.astype(np.float32)[..., None] * (1.0 / 200.0)
+        a = lvl.rgba[..., 3].astype(np.float32) * (1.0 / 255.0)
+        pm = lvl.rgba[..., :3].astype(np.float32) * (a[..., None] * (1.0 / 255.0))
+        shade = lvl.shade.astype(np.float32) * (1.0 / 200.0)
+        pm = self.style_premultiplied(pm, a, shade, style)
+        return np.concatenate([np.clip(pm * 255.0 + 0.5, 0, 255), lvl.rgba[..., 3:4]], axis=2).astype(np.uint8)
+
+    def style_premultiplied(self, pm: np.ndarray, alpha: np.ndarray, shade: np.ndarray, style: Style,
+                            texture_size: tuple[int, int] | None = None, texture_box: tuple[int, int] = (0, 0)
+                            ) -> np.ndarray:
+        """Blend the style's texture and colour into a mask's shading, so pleats and folds survive.
+
+        Works in any frame (template pixels for :meth:`mask_face`, crop pixels for MaskAugment):
+        ``pm`` (h, w, 3) premultiplied colour and ``alpha``, ``shade`` (h, w) (luminance over its
+        90th percentile on the mask), all float32. The texture is tiled over ``texture_size =
+        (W, H)`` (default: ``pm``'s size), one tile per half its width, and ``pm`` is its window at
+        ``texture_box = (x0, y0)``. Returns the styled premultiplied colour.
+        """
+        if not style.color and not style.texture:
+            return pm
+        h, w = pm.shape[:2]
+        a = alpha[..., None]
+        sh = shade[..., None]
         if style.texture:
             assert self._kit is not None
-            tex = self._kit.texture(style.texture, rgb.shape[1], rgb.shape[0])
-            rgb = (1 - style.texture_weight) * rgb + style.texture_weight * np.minimum(tex * shade, 1.0)
+            tw, th = texture_size or (w, h)
+            tx, ty = texture_box
+            tex = self._kit.texture(style.texture, tw, th)[ty:ty + h, tx:tx + w]
+            pm = (1 - style.texture_weight) * pm + style.texture_weight * np.minimum(tex * sh, 1.0) * a
         if style.color:
             col = hex_to_rgb(style.color)
-            rgb = (1 - style.color_weight) * rgb + style.color_weight * np.minimum(col * shade, 1.0)
-        a = lvl.rgba[..., 3:4].astype(np.float32)
-        return np.concatenate([np.clip(rgb * a + 0.5, 0, 255), a], axis=2).astype(np.uint8)
+            pm = (1 - style.color_weight) * pm + style.color_weight * np.minimum(col * sh, 1.0) * a
+        return pm.astype(np.float32, copy=False)
 
     def _match_light(self, pm: np.ndarray, alpha: np.ndarray, roi: np.ndarray, inside: np.ndarray
                      ) -> tuple[np.ndarray, tuple[float, float]]:

@@ -1,0 +1,208 @@
+"""MaskAugment (on-the-fly mtf masking of aligned crops) and crop-fit wearing modes in mtf (issue 16)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from mfrbench.errors import DataNotFoundError, MfrbenchError
+from mfrbench.generators.augment import CROP_LMK68, MaskAugment, parse_mask_aug, parse_spec
+from mfrbench.generators.mask_templates import KIT_TYPES, WEARING_MODES, FaceFrame, load_kit
+from mfrbench.generators.mtf import MTFConfig, MTFGenerator, draw_wearing
+
+
+def _crops(n: int = 12, size: int = 112) -> np.ndarray:
+    """Textured face-coloured crops (no data kit needed): (n, size, size, 3) uint8."""
+    rng = np.random.default_rng(3)
+    base = np.array([190, 150, 125], np.float32)
+    noise = rng.normal(0, 18, (n, size, size, 3))
+    return np.clip(base + noise * rng.uniform(0.3, 1.0, (n, 1, 1, 1)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def kit_ok(kit):
+    try:
+        load_kit()
+    except DataNotFoundError:
+        pytest.skip("masktheface-templates/ not in the data kit")
+    return kit
+
+
+def test_same_seed_epoch_index_same_image():
+    aug = MaskAugment(p=0.7, mask_type="plain", wearing="random")
+    crops = _crops()
+    a = [aug(c, 5, 2, i) for i, c in enumerate(crops)]
+    b = [MaskAugment(p=0.7, mask_type="plain", wearing="random")(c, 5, 2, i) for i, c in enumerate(crops)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    other_epoch = [aug(c, 5, 3, i) for i, c in enumerate(crops)]
+    assert any(not np.array_equal(x, y) for x, y in zip(a, other_epoch))
+    other_seed = [aug(c, 6, 2, i) for i, c in enumerate(crops)]
+    assert any(not np.array_equal(x, y) for x, y in zip(a, other_seed))
+
+
+def test_p0_is_identity_and_p1_always_masks():
+    crops = _crops()
+    none = MaskAugment(p=0.0, mask_type="plain")
+    assert all(none(c, 0, 0, i) is c for i, c in enumerate(crops))
+    full = MaskAugment(p=1.0, mask_type="plain", wearing="random")
+    for i, c in enumerate(crops):
+        out, m, info = full.mask(c, full.rng(0, 0, i))
+        assert info["masked"] and m.sum() > 150 and (out != c).any()
+    half = MaskAugment(p=0.5, mask_type="plain")
+    rate = np.mean([half.mask(crops[0], half.rng(0, 0, i))[2]["masked"] for i in range(400)])
+    assert 0.4 < rate < 0.6
+
+
+@pytest.mark.parametrize("wearing", ["correct", "nose-out", "mouth-nose-out"])
+def test_masked_pixels_lie_in_the_nose_mouth_region(wearing):
+    """Changed pixels stay below the eyes and between the jaw lines; correct wearing covers the nose
+    tip and the mouth, nose-out leaves the nose tip visible; the map is the drawn mask."""
+    aug = MaskAugment(p=1.0, mask_type="plain", wearing=wearing)
+    lm = CROP_LMK68
+    eye_y = lm[36:48, 1].max()
+    for i, c in enumerate(_crops(6)):
+        out, m, info = aug.mask(c, aug.rng(1, 0, i), info=True)
+        changed = np.any(out != c, axis=2)
+        ys, xs = np.nonzero(changed)
+        assert ys.min() > eye_y and xs.min() >= lm[0:17, 0].min() - 6 and xs.max() <= lm[0:17, 0].max() + 6
+        assert (changed & m.astype(bool)).sum() / m.sum() > 0.99
+        tip = bool(m[int(round(lm[30, 1])), int(round(lm[30, 0]))])
+        mouth = m[np.round(lm[48:60, 1]).astype(int), np.round(lm[48:60, 0]).astype(int)].mean()
+        if wearing == "correct":
+            assert tip and mouth == 1.0 and info["covers_nose"]
+        elif wearing == "nose-out":
+            assert not tip and mouth > 0.8
+        else:
+            assert not tip and mouth < 0.2
+        assert not info["covers_eyes"]
+
+
+def test_every_offered_wearing_mode_fits_a_crop():
+    """Every mode MaskAugment draws lies inside the crop (mtf's mask_outside rule); chin, which hangs
+    below an ArcFace crop (chin at y = 120), is refused by name."""
+    aug = MaskAugment(p=1.0, mask_type="plain", wearing="random")
+    modes = aug.fitting_modes()
+    assert modes == ["correct", "nose-out", "mouth-nose-out"]
+    for mode in modes:
+        one = MaskAugment(p=1.0, mask_type="plain", wearing=mode)
+        for i, c in enumerate(_crops(4)):
+            _, m, info = one.mask(c, one.rng(0, 0, i), info=True)
+            assert info["masked"] and info["wearing"] == mode and info["mask_visible"] >= 0.2 and m.sum() > 150
+    drawn = {aug.mask(_crops(1)[0], aug.rng(0, 0, i))[2]["wearing"] for i in range(200)}
+    assert drawn == set(modes)
+    with pytest.raises(MfrbenchError, match="does not fit an aligned 112x112 crop"):
+        MaskAugment(wearing="chin", mask_type="plain")
+
+
+def test_mtf_random_wearing_draws_only_modes_that_fit():
+    """The generate path on crops: --wearing random never skips a crop as mask_outside."""
+    g = MTFGenerator(MTFConfig(mask_type="plain", wearing="random"))
+    crop = _crops(1)[0]
+    seen = set()
+    for i in range(120):
+        _, m, info = g.mask_face(crop, CROP_LMK68, np.random.default_rng(i))
+        seen.add(info["wearing"])
+        assert m.sum() > 0 and info["mask_visible"] >= 0.2
+    assert seen == {"correct", "nose-out", "mouth-nose-out"}
+    # where every mode fits, the draw is the same single uniform as before (rng.choice with p)
+    assert draw_wearing(0.05) == "correct" and draw_wearing(0.99) == "chin"
+    assert draw_wearing(0.99, lambda m: m != "chin") == "mouth-nose-out"
+
+
+def test_resumed_epoch_gives_identical_images():
+    """A run stopped mid-epoch and resumed (fresh process state: pickled copy, new caches) masks the
+    remaining crops exactly as the uninterrupted run, and a data loader's workers change nothing."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    crops = _crops(16)
+
+    class Crops(Dataset):
+        def __init__(self, aug):
+            self.aug = aug
+
+        def __len__(self):
+            return len(crops)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(self.aug(crops[i], 9, 1, i))
+
+    aug = MaskAugment(p=0.5, mask_type="plain", wearing="random")
+    order = np.random.default_rng([9, 1]).permutation(len(crops))
+    full = [aug(crops[i], 9, 1, int(i)) for i in order]
+    resumed = pickle.loads(pickle.dumps(aug))
+    tail = [resumed(crops[i], 9, 1, int(i)) for i in order[7:]]
+    assert all(np.array_equal(a, b) for a, b in zip(full[7:], tail))
+    loaded = torch.cat(list(DataLoader(Crops(aug), batch_size=4, num_workers=2)))
+    assert all(np.array_equal(loaded[i].numpy(), aug(crops[i], 9, 1, i)) for i in range(len(crops)))
+
+
+def test_torchvision_style_call_keeps_the_type():
+    import torch
+    from PIL import Image
+
+    aug = MaskAugment(p=1.0, mask_type="plain", seed=4)
+    c = _crops(1)[0]
+    pil = aug(Image.fromarray(c))
+    assert isinstance(pil, Image.Image) and (np.asarray(pil) != c).any()
+    t = aug(torch.from_numpy(c).permute(2, 0, 1))
+    assert isinstance(t, torch.Tensor) and t.shape == (3, 112, 112) and t.dtype == torch.uint8
+    again = MaskAugment(p=1.0, mask_type="plain", seed=4)
+    assert np.array_equal(np.asarray(again(Image.fromarray(c))), np.asarray(pil))
+    other = aug(c, None, None, None)
+    assert other.shape == c.shape
+
+
+def test_other_crop_sizes_scale_the_template():
+    aug = MaskAugment(p=1.0, mask_type="plain", wearing="correct")
+    c = _crops(1, size=224)[0]
+    _, m, _ = aug.mask(c, aug.rng(0, 0, 0))
+    tip = (CROP_LMK68[30] * 2).round().astype(int)
+    assert m[tip[1], tip[0]] == 1 and m.sum() > 4 * 2000
+    with pytest.raises(ValueError, match="square uint8"):
+        aug.mask(c[:, :200], aug.rng(0, 0, 0))
+
+
+def test_crop_landmarks_match_the_arcface_template():
+    from mfrbench.align import ARCFACE_TEMPLATE
+    from mfrbench.synthetic import five_from_68
+
+    assert np.abs(five_from_68(CROP_LMK68) - ARCFACE_TEMPLATE).max() < 3.0
+    aug = MaskAugment(mask_type="plain")
+    for v in range(aug.variants):
+        FaceFrame.from_landmarks(aug.landmarks(v))
+        assert np.abs(aug.landmarks(v) - CROP_LMK68).max() < 12
+
+
+def test_spec_strings():
+    assert parse_spec("mtf") == {}
+    assert parse_spec("mtf:p=0.25,mask-type=mix,wearing=correct|nose-out,match_light=false,variants=4") == {
+        "p": 0.25, "mask_type": "mix", "wearing": "correct|nose-out", "match_light": False, "variants": 4}
+    aug = parse_mask_aug("mtf:p=0.3,mask_type=plain,wearing=correct")
+    assert aug.p == 0.3 and aug.config()["mask_type"] == "plain" and aug.weights == {"correct": 1.0}
+    for bad, msg in [("cyclegan:p=1", "mtf is the on-the-fly method"), ("mtf:q=1", "KEY in p, mask_type"),
+                     ("mtf:p=x", "expected a number"), ("mtf:p=0.1,p=0.2", "given twice"),
+                     ("mtf:mask_type=foo", "mask_type: expected one of"), ("mtf:wearing=upside", "Expected wearing"),
+                     ("mtf:p=2", r"p in \[0, 1\]")]:
+        with pytest.raises(MfrbenchError, match=msg):
+            parse_mask_aug(bad)
+
+
+@pytest.mark.parametrize("mask_type", KIT_TYPES)
+def test_kit_families_cover_nose_and_mouth_on_crops(kit_ok, mask_type):
+    aug = MaskAugment(p=1.0, mask_type=mask_type, wearing="correct")
+    for i, c in enumerate(_crops(3)):
+        out, m, info = aug.mask(c, aug.rng(0, 0, i), info=True)
+        assert info["covers_nose"] and info["covers_mouth"] and not info["covers_eyes"], mask_type
+        assert info["template"] == mask_type
+
+
+def test_mix_draws_colours_textures_and_fitting_modes(kit_ok):
+    aug = MaskAugment(p=1.0, mask_type="mix", wearing="random")
+    infos = [aug.mask(c, aug.rng(2, 0, i), info=True)[2] for i, c in enumerate(np.repeat(_crops(1), 150, 0))]
+    assert all(x["masked"] for x in infos)
+    assert len({x["mask_type"] for x in infos}) >= 6 and any(x["color"] for x in infos)
+    assert any(x["texture"] for x in infos)
+    assert {x["wearing"] for x in infos} <= set(WEARING_MODES) - {"chin"}
