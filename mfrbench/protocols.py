@@ -31,6 +31,10 @@ is unknown, so their genuine pairs stay.
              images, about 35k impostors: pairs.txt's 424 impostor pairs cannot reach FAR=1e-3);
              identification: masked probes vs unmasked gallery.
 ``folder``   ``<root>/masked/<identity>/*`` and ``<root>/unmasked/<identity>/*``: as ``rmfrd``.
+``bin:PATH`` an insightface verification ``.bin`` (:mod:`mfrbench.binsets`): its pairs, arcface_torch's
+             10 consecutive folds; the images come aligned, so nothing is detected. Named sets:
+             ``lfw-bin``, ``cfp-fp``, ``cfp-ff``, ``agedb-30``, ``calfw``, ``cplfw``, ``vgg2-fp``
+             (``--root`` = the folder holding ``<name>.bin``; default: the data root and its subfolders).
 ========== ===========================================================================================
 """
 
@@ -96,6 +100,9 @@ class Protocol:
     duplicates: np.ndarray = field(default_factory=_no_ids)
     #: the all-pairs set the row's TAR@FAR is read from (``None``: the pair list, else the first set)
     far_set: str | None = None
+    #: images that come aligned (a .bin set): ``crops(folder) -> {key: crop path or ''}`` writes them, and
+    #: :func:`prepare_images` neither detects nor aligns (their ``variant`` is ``aligned``)
+    crops: Any = None
 
     @property
     def n_duplicate_files(self) -> int:
@@ -416,8 +423,79 @@ def mfr2(root: str | os.PathLike | None = None, seed: int = 0, allow_missing: bo
                                         f"{int((~pairs_df.is_same).sum())} impostor pairs"})
 
 
+# --------------------------------------------------------------------------- insightface .bin sets (issue 16)
+def _bin_protocol(name: str, path: Path, seed: int) -> Protocol:
+    from mfrbench.binsets import kfold_folds, pair_groups, read_bin, write_crops
+
+    vb = read_bin(path)
+    groups = pair_groups(vb)
+    keys = [f"{i:05d}-{d}" for i, d in enumerate(vb.digests())]  # content in the key: a changed file, a new id
+    images = _frame([{"key": k, "src_path": f"{vb.path}#{i}", "identity": f"g{groups[i]}", "is_masked": False,
+                      "mask_type": "none", "variant": "aligned"} for i, k in enumerate(keys)])
+    n = vb.n_pairs
+    pairs_df = pd.DataFrame({"a": np.arange(n, dtype=np.int64) * 2, "b": np.arange(n, dtype=np.int64) * 2 + 1,
+                             "is_same": vb.issame, "fold": kfold_folds(n), "pair_type": "unknown"})
+    same_group = groups[pairs_df.a] == groups[pairs_df.b]
+    notes = [f"{Path(vb.path).name}: images come aligned (no detection); identities unknown: "
+             f"{len(np.unique(groups))} groups linked by genuine pairs and identical images stand in for them"]
+    if int((same_group & ~vb.issame).sum()):
+        notes.append(f"{int((same_group & ~vb.issame).sum())} impostor pairs join images of one group "
+                     "(an image byte-identical to one of a genuine pair)")
+    return Protocol(name, Path(vb.path), seed, images, pairs_df, notes=notes,
+                    crops=lambda folder: write_crops(vb, folder, keys),
+                    meta={"pairs_file": vb.path, "pair_folds": "contiguous blocks",
+                          "accuracy": "arcface_torch: 10 consecutive folds (KFold, no shuffle), threshold from the "
+                                      "other 9, flip test (embeddings of image and mirror summed); thresholds from "
+                                      "the unique training scores, not its 0.01 grid",
+                          "identities": "groups of images linked by genuine pairs or identical bytes"})
+
+
+def _find_bin(file_name: str, root: str | os.PathLike | None) -> Path:
+    from mfrbench.paths import data_root
+
+    if root is not None:
+        r = Path(root)
+        cand = [r] if r.suffix == ".bin" else [r / file_name]
+    else:
+        base = data_root()
+        cand = [] if base is None else [base / file_name, *sorted(base.glob(f"*/{file_name}"))]
+    for c in cand:
+        if c.is_file():
+            return c
+    where = f"{root}" if root is not None else "the data root and its subfolders"
+    raise DataNotFoundError(f"{file_name} not found in {where}; pass --root DIR holding it (insightface's "
+                            f"faces_emore/ and faces_webface_112x112/ ship one) or --benchmark bin:PATH")
+
+
+def _bin_factory(bench: str, file_name: str):
+    def factory(root: str | os.PathLike | None = None, seed: int = 0, allow_missing: bool = False) -> Protocol:
+        return _bin_protocol(bench, _find_bin(file_name, root), seed)
+
+    factory.__doc__ = f"insightface's {file_name}: its pairs, arcface_torch's 10 consecutive folds, flip test."
+    factory.__name__ = bench.replace("-", "_")
+    return factory
+
+
+def _register_bin_sets() -> None:
+    from mfrbench.binsets import BIN_SETS
+
+    for bench, file_name in BIN_SETS.items():
+        PROTOCOLS.register(_bin_factory(bench, file_name), name=bench)
+
+
+_register_bin_sets()
+
+
 def build_protocol(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, **kw) -> Protocol:
-    """Build the benchmark ``name`` (see :data:`PROTOCOLS`) for the dataset at ``root``."""
+    """Build the benchmark ``name`` (see :data:`PROTOCOLS`) for the dataset at ``root``.
+
+    ``bin:PATH`` is the insightface verification set at ``PATH`` (any ``.bin`` file).
+    """
+    if name.startswith("bin:"):
+        path = Path(name[4:]).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"--benchmark {name}: no file {path}")
+        return _bin_protocol(f"bin-{path.stem}", path, seed)
     factory = PROTOCOLS.get(name)
     kw = {k: v for k, v in kw.items() if v is not None}
     return _keep_duplicates_out_of_impostors(factory(root=root, seed=seed, **kw))
@@ -453,6 +531,12 @@ def prepare_images(proto: Protocol, cache_dir: str | os.PathLike, *, workers: in
     if fallback not in ("center", "drop"):
         raise MfrbenchError(f"Expected fallback 'center' or 'drop', but got {fallback!r}")
     work = Path(cache_dir) / f"{proto.name}-{proto.id or 'adhoc'}"
+    if proto.crops is not None:  # images that come aligned (.bin sets): written once, never detected
+        crop = proto.crops(work / "crops")
+        df = proto.images.copy()
+        df["crop_path"] = df.key.map(crop).fillna("")
+        df["how"] = np.where(df.crop_path != "", "aligned", "missing: does not decode")
+        return df
     src = proto.images.drop_duplicates("key")
     records = [FaceRecord(r.src_path, r.identity, bool(r.is_masked), proto.name, r.key)
                for r in src.itertuples(index=False)]

@@ -15,7 +15,8 @@ from mfrbench.protocols import PROTOCOLS, build_protocol
 
 
 def test_registry_lists_benchmarks():
-    assert PROTOCOLS.names() == ["folder", "lfw", "lfw-masked", "mfr2", "rmfrd"]
+    bin_sets = ["agedb-30", "calfw", "cfp-ff", "cfp-fp", "cplfw", "lfw-bin", "vgg2-fp"]  # insightface .bin (issue 16)
+    assert PROTOCOLS.names() == sorted(["folder", "lfw", "lfw-masked", "mfr2", "rmfrd", *bin_sets])
 
 
 @pytest.mark.data

@@ -37,7 +37,9 @@ def _fmt(v, pct: bool = True) -> str:
               help="An ONNX model written by `mfrbench export`.")
 @click.option("--model", "model_name", default=None, metavar="NAME",
               help="A reference embedder instead of a trained run: dlib (see `mfrbench list`).")
-@click.option("--benchmark", required=True, metavar="NAME", help="lfw, lfw-masked, rmfrd, mfr2 or folder.")
+@click.option("--benchmark", required=True, metavar="NAME",
+              help="lfw, lfw-masked, rmfrd, mfr2, folder; an insightface .bin: bin:PATH, or lfw-bin, cfp-fp, agedb-30, "
+                   "calfw, cplfw, ... (--root: the folder holding it).")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Dataset folder (default: <data root>/<dataset>).")
 @click.option("--results", "--out", "results_dir", type=click.Path(path_type=Path), default=Path("results"),
@@ -75,6 +77,7 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
       mfrbench eval --model dlib --benchmark lfw --no-flip
       mfrbench eval --model dlib --benchmark lfw-masked --generator-arg mask_type=N95
       mfrbench eval --model dlib --benchmark folder --root my-set    # my-set/{masked,unmasked}/<id>/
+      mfrbench eval --run runs/ft --benchmark bin:faces_emore/lfw.bin   # arcface_torch's protocol
     """
     from mfrbench.errors import MfrbenchError
     from mfrbench.evaluate import EvalConfig, evaluate
