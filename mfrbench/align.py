@@ -148,14 +148,17 @@ class Aligner:
 
 def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None = None, workers: int = 1,
                   cfg: AlignConfig | None = None, resume: bool = True, dedupe: bool = True,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, shard: "str | None" = None) -> dict:
     """Align every image of ``ds`` into ``out_dir/images/`` and write the manifest.
 
-    Returns the manifest metadata (``inputs``, ``ok``, ``skipped``, skip reasons, config).
+    ``shard``: ``"i/N"`` or a :class:`~mfrbench.shards.Shard`: only that shard's images
+    (``mfrbench merge`` joins the shard folders). Returns the manifest metadata (``inputs``, ``ok``,
+    ``skipped``, skip reasons, config).
     """
     from dataclasses import asdict
 
     from mfrbench.pipeline import process_records
+    from mfrbench.shards import Shard
 
     cfg = cfg or AlignConfig()
     config = {"stage": "align", "dataset": ds.name, "root": str(ds.root), "limit": limit, "dedupe": dedupe,
@@ -164,4 +167,4 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
     return process_records(ds.records(limit), out_dir, kind="aligned", config=config, factory=Aligner,
                            factory_kwargs={"out_dir": str(out_dir), "cfg": asdict(cfg)}, workers=workers,
                            total=total, resume=resume, dedupe=dedupe, desc=f"align {ds.name}",
-                           progress=progress, extra_meta={"dataset": ds.name, **ds.info})
+                           progress=progress, extra_meta={"dataset": ds.name, **ds.info}, shard=Shard.parse(shard))

@@ -464,7 +464,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                      manifest: "str | os.PathLike | None" = None, limit: int | None = None, workers: int = 1,
                      seed: int = 0, batch_size: int | None = None, resume: bool = True, progress: bool = True,
                      config_extra: dict | None = None, cfg: GenerateConfig | None = None,
-                     dedupe: bool = True) -> dict:
+                     dedupe: bool = True, shard: "str | None" = None) -> dict:
     """Mask a whole dataset into ``out_dir``; return the manifest metadata (counts, config).
 
     Args:
@@ -488,7 +488,9 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
         resume: continue an interrupted run in ``out_dir`` (the config must match).
         config_extra: extra JSON-able entries stored in (and checked against) the run config.
         cfg: driver settings (output format, detector, landmarker), see :class:`GenerateConfig`.
-        dedupe: inputs whose bytes equal an earlier input's become ``duplicate`` skipped rows.
+        dedupe: of inputs with the same bytes, all but the smallest key become ``duplicate`` skipped rows.
+        shard: ``"i/N"`` or a :class:`~mfrbench.shards.Shard`: mask only that shard's inputs into
+            ``out_dir``, a shard folder that ``mfrbench merge`` joins with the others.
 
     ``manifest.json`` gets ``"generator"``: the generator's :class:`GeneratorIdentity` as a dict
     (read it back with :func:`read_generator_identity`).
@@ -500,6 +502,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
     ``covers_eyes/nose/mouth/chin``, ``covered_parts``).
     """
     from mfrbench.pipeline import process_records
+    from mfrbench.shards import Shard
 
     cfg = cfg or GenerateConfig()
     if cfg.ext.lower() not in (".jpg", ".jpeg", ".png"):
@@ -535,7 +538,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                                            "cfg": asdict(cfg), "from_manifest": manifest is not None},
                            seed=seed, workers=workers, total=total, resume=resume, dedupe=dedupe,
                            desc=f"{ident.variant} {name}", progress=progress,
-                           extra_meta=extra_meta, chunk=batch_size)
+                           extra_meta=extra_meta, chunk=batch_size, shard=Shard.parse(shard))
 
 
 def save_sample_grid(out_dir: "str | os.PathLike", out_png: "str | os.PathLike | None" = None, *, n: int = 8,

@@ -20,11 +20,18 @@ Format (schema version 1), in an output directory ``OUT/``:
     ``lmk5_crop``, ``lmk68_crop``; generators: ``mask_type``, ``wearing``, ...). List-valued
     cells (boxes, landmarks) are JSON arrays, decoded back to lists by :func:`read_manifest`.
 
+    Rows are in key order and columns are the core ones, then the others in name order; each
+    cell is a function of its value alone (:func:`cell`), so the file does not depend on how the
+    work was split: one process, ``--workers``, or ``--shard`` runs merged by ``mfrbench merge``
+    give the same bytes.
+
 ``OUT/manifest.json``
     Run-level metadata: ``schema_version``, ``kind`` (``aligned``, ``masked``, ...),
     ``tool_version``, the resolved ``config``, ``seed``, counts (``inputs``, ``ok``,
     ``skipped``, skip reasons by code), ``synthetic`` (true when any input was synthetic),
-    creation and finish time.
+    creation and finish time. Masked sets add ``seed_version`` (the per-image seed scheme,
+    :mod:`mfrbench.seeds`; absent means version 1); a shard of a run adds ``shard``
+    (:mod:`mfrbench.shards`).
 
 ``OUT/rows.jsonl``
     The append-only journal written while the run goes. It makes runs resumable: a killed run
@@ -33,22 +40,31 @@ Format (schema version 1), in an output directory ``OUT/``:
     written atomically from the journal when the run finishes.
 
 Invariant, checked on finish: ``inputs == ok + skipped`` and every key appears exactly once.
+
+Duplicates (``dedupe``): of the ok rows with the same content hash ``sha1``, the one with the
+smallest key stays ok; the others become ``skipped`` with reason ``duplicate: same content as <key>``
+and their output files are removed. The rule looks at the set of rows only, never at the order
+they were processed in, so it gives the same answer for any split of the work. The journal keeps
+the rows as the workers returned them; the rule is applied when the CSV is written.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
 from mfrbench import __version__
 from mfrbench.errors import MfrbenchError
-from mfrbench.imageio import atomic_write_bytes
+from mfrbench.imageio import atomic_write_bytes, atomic_writer
 
 SCHEMA_VERSION = 1
 CORE_COLUMNS = ["key", "src_path", "sha1", "identity", "is_masked", "source", "out_path", "status", "reason"]
@@ -56,6 +72,8 @@ JSON_COLUMNS = ("bbox", "lmk5", "lmk68", "lmk5_crop", "lmk68_crop", "anchors", "
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
 JOURNAL = "rows.jsonl"
+#: The reason of a row skipped as a duplicate, followed by the key that was kept.
+DUPLICATE = "duplicate: same content as "
 
 
 def _now() -> str:
@@ -130,11 +148,11 @@ class ManifestWriter:
             raise ValueError(f"Expected manifest row with {missing}, but got keys {sorted(row)}")
         if row["status"] not in ("ok", "skipped"):
             raise ValueError(f"Expected status 'ok' or 'skipped', but got {row['status']!r}")
-        row = {k: _jsonable(v) for k, v in row.items()}
+        line = json.dumps({k: _jsonable(v) for k, v in row.items()})
         if row["key"] in self._rows:
             raise ValueError(f"duplicate manifest key {row['key']!r}")
-        self._rows[row["key"]] = row
-        self._fh.write(json.dumps(row) + "\n")
+        self._rows[row["key"]] = json.loads(line)  # what a resumed run reads back from the journal, exactly
+        self._fh.write(line + "\n")
         self._fh.flush()
 
     # ------------------------------------------------------------------ finish
@@ -163,15 +181,22 @@ class ManifestWriter:
         atomic_write_bytes(self.meta_path, json.dumps(meta, indent=2).encode())
         return meta
 
-    def close(self, expected_inputs: int | None = None, extra_meta: dict | None = None) -> dict:
-        """Write the final CSV and metadata; check ``inputs == ok + skipped`` (and the count)."""
+    def close(self, expected_inputs: int | None = None, extra_meta: dict | None = None, *,
+              dedupe: bool = False) -> dict:
+        """Write the final CSV and metadata; check ``inputs == ok + skipped`` (and the count).
+
+        ``dedupe``: apply the duplicate rule (module docstring) and remove the duplicates' output files.
+        """
         self._fh.close()
+        if expected_inputs is not None and len(self._rows) != expected_inputs:
+            raise MfrbenchError(f"manifest has {len(self._rows)} rows for {expected_inputs} inputs")
+        rows = [self._rows[k] for k in sorted(self._rows)]
+        if dedupe:
+            rows = list(dedupe_sorted(rows, out_dir=self.out_dir))
+        self._rows = {r["key"]: r for r in rows}
         counts = self.counts()
         assert counts["inputs"] == counts["ok"] + counts["skipped"]
-        if expected_inputs is not None and counts["inputs"] != expected_inputs:
-            raise MfrbenchError(f"manifest has {counts['inputs']} rows for {expected_inputs} inputs")
-        df = rows_to_frame(list(self._rows.values()))
-        atomic_write_bytes(self.out_dir / MANIFEST_CSV, df.to_csv(index=False).encode())
+        write_csv(self.out_dir / MANIFEST_CSV, csv_columns(k for r in rows for k in r), rows)
         return self._write_meta(finished=_now(), extra=extra_meta)
 
     def __enter__(self) -> "ManifestWriter":
@@ -191,6 +216,80 @@ def _read_journal(path: Path) -> Iterable[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def cell(v: Any) -> str:
+    """A manifest CSV cell: a function of the value alone (lists and dicts as JSON, None and NaN empty)."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return str(v)
+
+
+def csv_columns(names: Iterable[str]) -> list[str]:
+    """The manifest's column order: :data:`CORE_COLUMNS`, then every other name in sorted order."""
+    extra = set(names) - set(CORE_COLUMNS)
+    return CORE_COLUMNS + sorted(extra)
+
+
+def csv_line(cells: Iterable[str]) -> str:
+    """One CSV line (minimal quoting, ``\\n``-terminated), as :func:`write_csv` writes it."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(list(cells))
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, columns: list[str], rows: Iterable[dict]) -> None:
+    """Stream ``rows`` (dicts; missing keys are empty cells) into the CSV at ``path``, atomically."""
+    with atomic_writer(path) as fb:
+        f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([cell(r.get(c)) for c in columns])
+        f.flush()
+        f.detach()
+
+
+def is_dedupe_candidate(status: str, reason: str) -> bool:
+    """Rows the duplicate rule looks at: ok ones, and ones it already turned into duplicates."""
+    return status == "ok" or str(reason).startswith(DUPLICATE)
+
+
+def as_duplicate(row: dict, kept: str) -> dict:
+    """A copy of ``row`` skipped as a duplicate of ``kept`` (its output columns emptied)."""
+    row = dict(row)
+    row.update({c: "" for c in row if c.endswith("out_path")})
+    row.update(status="skipped", reason=DUPLICATE + kept)
+    return row
+
+
+def dedupe_sorted(rows: Iterable[dict], *, out_dir: str | os.PathLike | None = None) -> Iterator[dict]:
+    """Apply the duplicate rule to ``rows`` given in key order (the first row of a hash is the kept one).
+
+    ``out_dir``: remove the output files of the rows that become duplicates.
+    """
+    kept: dict[str, str] = {}
+    for r in rows:
+        h = r.get("sha1")
+        if h and is_dedupe_candidate(r["status"], r.get("reason", "")):
+            first = kept.setdefault(h, r["key"])
+            if first != r["key"]:
+                if out_dir is not None:
+                    for c in r:
+                        if c.endswith("out_path") and r[c]:
+                            Path(out_dir, r[c]).unlink(missing_ok=True)
+                r = as_duplicate(r, first)
+        yield r
 
 
 def rows_to_frame(rows: list[dict]) -> pd.DataFrame:

@@ -11,9 +11,12 @@ Every stage that turns images into images (``align``, ``generate``) goes through
   the dataset (``multiprocessing.Pool.imap`` would read the whole input iterator ahead);
 * **resumable**: keys already in the journal are not redone; output files are written
   atomically by the workers;
-* **duplicates**: inputs whose bytes equal an earlier input's are ``skipped`` with reason
-  ``duplicate: same content as <key>`` (their output file is removed), so the same photo
-  cannot sit on both sides of a train/test split.
+* **duplicates**: of inputs with the same bytes, the one with the smallest key stays and the
+  others are ``skipped`` with reason ``duplicate: same content as <key>`` (their output files are
+  removed when the manifest is written), so the same photo cannot sit on both sides of a
+  train/test split, and the choice does not depend on how the work was split;
+* **shards**: ``shard=Shard(i, N)`` processes only the inputs whose key digest is ``i`` mod ``N``
+  (:mod:`mfrbench.shards`); ``mfrbench merge`` joins the N shard folders into what one run writes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from mfrbench.datasets import FaceRecord
 from mfrbench.errors import SkipImage
 from mfrbench.manifest import ManifestWriter
+from mfrbench.shards import InputTally, Shard, shard_record, take
 
 log = logging.getLogger(__name__)
 
@@ -145,23 +149,27 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
                     factory: Callable[..., Worker], factory_kwargs: dict, seed: int | None = None,
                     workers: int = 1, total: int | None = None, resume: bool = True, dedupe: bool = True,
                     desc: str = "images", progress: bool = True, extra_meta: dict | None = None,
-                    chunk: int = 8) -> dict:
+                    chunk: int = 8, shard: Shard | None = None) -> dict:
     """Process ``records`` into ``out_dir`` and return the manifest metadata (with counts).
 
-    ``chunk``: records per worker task (and per ``process_batch`` call).
+    ``chunk``: records per worker task (and per ``process_batch`` call). ``shard``: process only
+    that shard's records; ``out_dir`` becomes a shard folder (its config and ``manifest.json`` name the
+    shard and count every listed input, for ``mfrbench merge``).
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    tally = InputTally()
+    if shard is not None:  # part of the config: a resumed shard folder must be the same shard
+        config, total = {**config, "shard": shard.to_dict()}, None
     writer = ManifestWriter(out_dir, kind=kind, config=config, seed=seed, resume=resume)
     done = writer.done_keys()
-    seen = {r["sha1"]: r["key"] for r in writer.rows() if r.get("sha1") and r["status"] == "ok"}
     n_inputs = 0
     n_skipped = writer.counts()["skipped"]
 
     def todo() -> Iterator[FaceRecord]:
         nonlocal n_inputs
-        for rec in records:
+        for rec in take(records, shard, tally):
             n_inputs += 1
             if rec.key not in done:
                 yield rec
@@ -170,14 +178,6 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
                dynamic_ncols=True, mininterval=0.5)
     try:
         for row in map_records(todo(), factory, factory_kwargs, workers=workers, chunk=chunk):
-            if dedupe and row.get("sha1") and row["status"] == "ok":
-                first = seen.setdefault(row["sha1"], row["key"])
-                if first != row["key"]:
-                    out_cols = [c for c in row if c.endswith("out_path") and row[c]]
-                    for col in out_cols:
-                        Path(out_dir, row[col]).unlink(missing_ok=True)
-                    row.update({c: "" for c in out_cols})
-                    row.update(status="skipped", out_path="", reason=f"duplicate: same content as {first}")
             writer.add(row)
             bar.update(1)
             if row["status"] == "skipped":
@@ -186,7 +186,9 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
     finally:
         bar.close()
         writer.__exit__()
-    return writer.close(expected_inputs=n_inputs, extra_meta=extra_meta)
+    if shard is not None:
+        extra_meta = {**(extra_meta or {}), "shard": {**shard_record(shard, tally), "dedupe": dedupe}}
+    return writer.close(expected_inputs=n_inputs, extra_meta=extra_meta, dedupe=dedupe)
 
 
 def record_to_dict(rec: FaceRecord) -> dict[str, Any]:

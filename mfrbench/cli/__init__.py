@@ -52,6 +52,7 @@ _COMMAND_MODULES = (
     "mfrbench.cli.gan",
     "mfrbench.cli.aux",
     "mfrbench.cli.evaluate",
+    "mfrbench.cli.scale",
 )
 
 for _mod in _COMMAND_MODULES:

@@ -15,3 +15,6 @@ limit_opt = click.option("--limit", type=click.IntRange(min=1), default=None, he
 workers_opt = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                            help="Parallel worker processes.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+shard_opt = click.option("--shard", default=None, metavar="I/N",
+                         help="Process only shard I of N (0 <= I < N, by the key's digest) into --out, a shard "
+                              "folder; join the N folders with `mfrbench merge` (Slurm: `mfrbench slurm-script`).")
