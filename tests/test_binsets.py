@@ -203,3 +203,35 @@ def test_other_image_sizes_are_resized_and_undecodable_ones_counted(tmp_path):
                    cache_dir=tmp_path / "cache", progress=False, model=ColourEmbedder())
     assert row["coverage"] == pytest.approx(9 / 10)
     assert list((tmp_path / "cache").glob("bin-x-*/crops/00000-*.png"))
+
+
+def test_arcface_accuracy_is_arcface_torchs_calculate_roc(monkeypatch):
+    """With MFRBENCH_ARCFACE_TORCH set: arcface_torch's own eval/verification.py (mxnet stubbed: only its
+    load_bin needs it) gives the accuracy :func:`arcface_accuracy` gives, fold for fold."""
+    import sys
+    import types
+
+    root = os.environ.get("MFRBENCH_ARCFACE_TORCH")
+    if not root:
+        pytest.skip("set MFRBENCH_ARCFACE_TORCH=/path/to/insightface/recognition/arcface_torch to compare with "
+                    "arcface_torch's eval/verification.py")
+    pytest.importorskip("sklearn")
+    pytest.importorskip("scipy")
+    mx = types.ModuleType("mxnet")
+    mx.ndarray = types.ModuleType("mxnet.ndarray")
+    monkeypatch.setitem(sys.modules, "mxnet", mx)
+    monkeypatch.setitem(sys.modules, "mxnet.ndarray", mx.ndarray)
+    monkeypatch.syspath_prepend(str(Path(root) / "eval"))
+    monkeypatch.delitem(sys.modules, "verification", raising=False)
+    import verification
+
+    for seed, n_pairs, noise in ((0, 6000, 3.5), (1, 603, 3.0)):
+        rng = np.random.default_rng(seed)
+        same = rng.random(n_pairs) < 0.5
+        a = rng.normal(size=(n_pairs, 64))
+        b = np.where(same[:, None], a, rng.normal(size=(n_pairs, 64))) + noise * rng.normal(size=(n_pairs, 64))
+        emb = np.empty((2 * n_pairs, 64))
+        emb[0::2], emb[1::2] = a, b
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        _, _, acc = verification.calculate_roc(np.arange(0, 4, 0.01), emb[0::2], emb[1::2], same, nrof_folds=10)
+        assert arcface_accuracy(emb, same) == pytest.approx((acc.mean(), acc.std()), abs=1e-12)
