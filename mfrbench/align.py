@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from mfrbench.datasets import Dataset, FaceRecord
-from mfrbench.errors import SkipImage
-from mfrbench.imageio import content_hash, decode_rgb, read_bytes, save_image
+from mfrbench.errors import MfrbenchError, SkipImage
+from mfrbench.imageio import content_hash, decode_rgb, output_rel, read_bytes, safe_output_path, save_image
 
 #: insightface's ArcFace 5-point template for 112x112 crops (image-left eye first).
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -83,6 +83,25 @@ class AlignConfig:
     quality: int = 95
     min_side: int = 32
 
+    def __post_init__(self) -> None:
+        check_face_options(self.detector, self.landmarker, self.score_threshold)
+        if self.size < 16:
+            raise MfrbenchError(f"--size must be at least 16 px (the ArcFace template needs room), got {self.size}")
+        if not 1 <= self.quality <= 100:
+            raise MfrbenchError(f"Expected a JPEG quality in 1..100, but got {self.quality}")
+
+
+def check_face_options(detector: str, landmarker: str, score_threshold: float) -> None:
+    """Refuse, before any image is read, a detector or landmark model that is not registered and a score
+    threshold outside [0, 1] (a detector score is a probability): one line listing what is valid."""
+    from mfrbench.faces import DETECTORS, LANDMARKERS
+
+    DETECTORS.get(detector)  # UnknownNameError: "Unknown face detector 'x'. Available: ..."
+    if landmarker != "auto" and landmarker not in LANDMARKERS:
+        raise MfrbenchError(f"Unknown landmark model {landmarker!r}. Available: auto, {', '.join(LANDMARKERS.names())}")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise MfrbenchError(f"--score-threshold must be in [0, 1] (a detector score), got {score_threshold}")
+
 
 class Aligner:
     """Per-process alignment worker: owns its detector and landmark model."""
@@ -108,6 +127,8 @@ class Aligner:
         from mfrbench.pipeline import base_row
 
         row = base_row(rec)
+        out_rel = output_rel(rec.key, self.cfg.ext)
+        out_abs = safe_output_path(self.out_dir, out_rel)  # an unsafe key is refused before any work
         data = read_bytes(rec.path)
         row["sha1"] = content_hash(data)
         rgb, mode = decode_rgb(data, min_side=self.cfg.min_side, name=rec.key)
@@ -131,8 +152,7 @@ class Aligner:
         elif self.lm is not None:
             face.lmk68 = self.lm.landmarks(rgb, face)
         crop, M = norm_crop(rgb, face.lmk5, self.cfg.size)
-        out_rel = str(Path("images") / Path(rec.key).with_suffix(self.cfg.ext))
-        save_image(self.out_dir / out_rel, crop, quality=self.cfg.quality)
+        save_image(out_abs, crop, quality=self.cfg.quality)
         row.update(
             status="ok", out_path=out_rel, score=round(face.score, 4) if face.score == face.score else "",
             bbox=np.round(face.bbox, 2).tolist(), lmk5=np.round(face.lmk5, 2).ravel().tolist(),

@@ -23,16 +23,19 @@ Layouts (see ``README.md`` and ``../shared/reference/metrics.md``):
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pandas as pd
 
 from mfrbench.errors import DataNotFoundError, MfrbenchError
-from mfrbench.imageio import is_image_name
+from mfrbench.imageio import file_problem, is_image_name
 from mfrbench.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class FaceRecord:
     key: str
     lmk5: tuple[float, ...] | None = None   # (x1, y1, ..., x5, y5), ArcFace order, image coords
     lmk68: tuple[float, ...] | None = None  # iBUG 68 order, image coords
+    #: Why this input cannot be read, found while listing it (a FIFO, a symlink loop, an image outside an
+    #: identity folder): it becomes a ``skipped`` row with this reason and is never opened. "" = readable.
+    skip: str = ""
 
 
 @dataclass
@@ -93,21 +99,52 @@ def _sorted_entries(d: Path) -> list[os.DirEntry]:
         raise DataNotFoundError(f"cannot list {d}: {err.strerror or err}") from err
 
 
-def walk_images(root: Path, *, recursive: bool = True) -> Iterator[Path]:
+def walk_images(root: Path, *, recursive: bool = True, within: Path | None = None,
+                _seen: set | None = None) -> Iterator[Path]:
     """Yield image files under ``root`` in sorted order, one directory listing at a time.
 
     Hidden files/folders are ignored; non-image names are ignored here (a folder of photos
-    routinely holds ``.txt``/``Thumbs.db``), while files with an image extension that do not
-    decode become ``skipped`` rows later.
+    routinely holds ``.txt``/``Thumbs.db``), while entries with an image name that cannot be read
+    (a FIFO, a symlink loop or dangling link, a corrupt file) are yielded and become ``skipped``
+    rows later (:func:`input_record`). A symlinked folder is followed only when it leads outside
+    ``within`` (default ``root``: inside, its images are listed under their own path) and only once,
+    so a link to a parent folder neither loops nor lists an image twice.
     """
+    seen = _seen if _seen is not None else set()
+    base = os.path.realpath(within if within is not None else root)
+    try:
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass  # _sorted_entries names the problem
     for e in _sorted_entries(root):
         if e.name.startswith("."):
             continue
-        if e.is_dir(follow_symlinks=True):
+        try:
+            is_dir = e.is_dir(follow_symlinks=True)
+        except OSError:  # a symlink loop: not a folder; an image name makes it a skipped row
+            is_dir = False
+        if is_dir:
+            target = os.path.realpath(e.path)
+            if e.is_symlink() and (target == base or target.startswith(base.rstrip("/") + "/")):
+                log.debug("%s links inside %s: its images are listed under their own path", e.path, base)
+                continue
             if recursive:
-                yield from walk_images(Path(e.path), recursive=True)
+                yield from walk_images(Path(e.path), recursive=True, within=base, _seen=seen)
         elif is_image_name(e.name):
             yield Path(e.path)
+
+
+def input_record(p: Path, identity: str | None, is_masked: bool, source: str, key: str, **kw) -> FaceRecord:
+    """The record of the listed image ``p``: its resolved path, and ``skip`` set when it is no regular file."""
+    problem = file_problem(p)
+    try:
+        path = str(p.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        path = str(p.absolute())
+    return FaceRecord(path, identity, is_masked, source, key, skip=problem.reason if problem else "", **kw)
 
 
 def _rel(p: Path, root: Path) -> str:
@@ -122,10 +159,36 @@ def _require(path: Path, what: str) -> None:
 def _identity_folders(root: Path, source: str, *, is_masked: bool, key_root: Path | None = None
                       ) -> Iterator[FaceRecord]:
     key_root = key_root or root
+    seen: set = set()
     for e in _sorted_entries(root):
-        if e.is_dir() and not e.name.startswith("."):
-            for p in walk_images(Path(e.path)):
-                yield FaceRecord(str(p.resolve()), e.name, is_masked, source, _rel(p, key_root))
+        if e.name.startswith("."):
+            continue
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            for p in walk_images(Path(e.path), within=root, _seen=seen):
+                yield input_record(p, e.name, is_masked, source, _rel(p, key_root))
+        elif is_image_name(e.name):  # outside any identity folder: listed, so it is accounted for, but not read
+            p = Path(e.path)
+            rec = input_record(p, None, is_masked, source, _rel(p, key_root))
+            yield replace(rec, skip=rec.skip or f"no_identity: {e.name} is not inside an <identity>/ folder")
+
+
+def _require_identity_folders(root: Path, what: str) -> None:
+    """A folder without ``<identity>/`` subfolders given where ``<identity>/<image>`` is expected: say so first."""
+    entries = [e for e in _sorted_entries(root) if not e.name.startswith(".")]
+    for e in entries:
+        try:
+            if e.is_dir():
+                return
+        except OSError:
+            continue
+    n = sum(is_image_name(e.name) for e in entries)
+    raise MfrbenchError(f"{what} {root} has no <identity>/ subfolders ({n} images directly inside): it wants "
+                        "<identity>/<image>, one folder per person; for images without identities use --dataset "
+                        "masked-photos or ffhq")
 
 
 # --------------------------------------------------------------------------- adapters
@@ -177,8 +240,7 @@ def celeba(root: Path, aligned: bool | None = None) -> Dataset:
                     ids[parts[0]] = parts[1]
         lmks = _read_celeba_table(lmk_file) if lmk_file.is_file() else {}
         for p in walk_images(img_dir, recursive=False):
-            yield FaceRecord(str(p.resolve()), ids.get(p.name), False, "celeba", _rel(p, root),
-                             lmk5=lmks.get(p.name))
+            yield input_record(p, ids.get(p.name), False, "celeba", _rel(p, root), lmk5=lmks.get(p.name))
 
     return Dataset("celeba", root, gen, info={"images": img_dir.name, "landmarks": lmk_file.is_file()})
 
@@ -187,7 +249,7 @@ def celeba(root: Path, aligned: bool | None = None) -> Dataset:
 def ffhq(root: Path) -> Dataset:
     """FFHQ: flat or thousand-bucketed folders of PNGs; no identities."""
     _require(root, "FFHQ folder")
-    return Dataset("ffhq", root, lambda: (FaceRecord(str(p.resolve()), None, False, "ffhq", _rel(p, root))
+    return Dataset("ffhq", root, lambda: (input_record(p, None, False, "ffhq", _rel(p, root))
                                           for p in walk_images(root)))
 
 
@@ -195,6 +257,7 @@ def ffhq(root: Path) -> Dataset:
 def folder(root: Path, masked: bool = False) -> Dataset:
     """Any ``<identity>/<image>`` tree; ``masked`` says whether its faces wear masks."""
     _require(root, "folder")
+    _require_identity_folders(root, "folder")
     return Dataset("folder", root, lambda: _identity_folders(root, "folder", is_masked=masked))
 
 
@@ -244,8 +307,7 @@ def mfr2(root: Path) -> Dataset:
             stem = Path(rec.path).stem
             n = stem.rsplit("_", 1)[-1]
             mask_type = labels.get((rec.identity, int(n))) if n.isdigit() else None
-            yield FaceRecord(rec.path, rec.identity, bool(mask_type and mask_type != "no-mask"),
-                             "mfr2", rec.key)
+            yield replace(rec, is_masked=bool(mask_type and mask_type != "no-mask"), source="mfr2")
 
     pf = root / "pairs.txt"
     return Dataset("mfr2", root, gen, pairs_file=pf if pf.exists() else None)
@@ -256,7 +318,7 @@ def masked_photos(root: Path) -> Dataset:
     """Real masked photos without identity labels (e.g. RMFD's ``RWMFD_part_1/``)."""
     _require(root, "masked photos folder")
     return Dataset("masked-photos", root, lambda: (
-        FaceRecord(str(p.resolve()), None, True, "masked-photos", _rel(p, root)) for p in walk_images(root)))
+        input_record(p, None, True, "masked-photos", _rel(p, root)) for p in walk_images(root)))
 
 
 @register_dataset

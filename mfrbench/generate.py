@@ -224,6 +224,13 @@ class GenerateConfig:
     min_side: int = 32
     crop_size: int = 112            # crop size for input_frame='aligned' generators on raw photos
 
+    def __post_init__(self) -> None:
+        from mfrbench.align import check_face_options
+
+        check_face_options(self.detector, self.landmarker, self.score_threshold)
+        if self.crop_size < 16:
+            raise MfrbenchError(f"Expected a crop size of at least 16 px, but got {self.crop_size}")
+
 
 def fast_decode(data: bytes, *, min_side: int = 32, name: str = "image") -> np.ndarray:
     """:func:`~mfrbench.imageio.decode_rgb`, with OpenCV's 2x faster decoder for complete JPEGs.
@@ -295,8 +302,9 @@ class GenerateWorker:
 
     # ------------------------------------------------------------------ one input
     def _prepare(self, rec, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        from mfrbench.imageio import content_hash, read_bytes
+        from mfrbench.imageio import content_hash, output_rel, read_bytes, safe_output_path
 
+        safe_output_path(self.out_dir, output_rel(rec.key, self.cfg.ext))  # an unsafe key is refused before any work
         data = read_bytes(rec.path)
         row["sha1"] = content_hash(data)
         rgb = fast_decode(data, min_side=self.cfg.min_side, name=rec.key)
@@ -393,17 +401,20 @@ class GenerateWorker:
             if infos[j].get("skip"):
                 rows[i]["reason"] = str(infos[j]["skip"])
                 continue
-            self._write(recs[i], rows[i], out.images[j], out.mask_maps[j], infos[j], lmk)
+            try:
+                self._write(recs[i], rows[i], out.images[j], out.mask_maps[j], infos[j], lmk)
+            except SkipImage as skip:
+                rows[i]["reason"] = skip.reason
 
     def _write(self, rec, row: dict, image: np.ndarray, mask_map: np.ndarray, info: dict,
                lmk: np.ndarray | None) -> None:
         import cv2
 
-        from mfrbench.imageio import atomic_write_bytes
+        from mfrbench.imageio import atomic_write_bytes, output_rel, safe_output_path, sibling_rel
 
-        stem = Path(rec.key).with_suffix("")
-        out_rel = (Path("images") / stem).with_suffix(self.cfg.ext).as_posix()
-        map_rel = (Path("maps") / stem).with_suffix(".png").as_posix()
+        out_rel = output_rel(rec.key, self.cfg.ext)
+        map_rel = sibling_rel(out_rel, "maps", ".png")
+        out_abs, map_abs = safe_output_path(self.out_dir, out_rel), safe_output_path(self.out_dir, map_rel)
         params = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.quality] if self.cfg.ext.lower() in (".jpg", ".jpeg") else []
         # cvtColor instead of a reversed-channel copy: the same bytes, without numpy's slow strided copy.
         ok1, img_buf = cv2.imencode(self.cfg.ext, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), params)
@@ -411,8 +422,8 @@ class GenerateWorker:
         ok2, map_buf = cv2.imencode(".png", m, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not (ok1 and ok2):
             raise OSError(f"could not encode the outputs of {rec.key}")
-        atomic_write_bytes(self.out_dir / out_rel, img_buf.tobytes())
-        atomic_write_bytes(self.out_dir / map_rel, map_buf.tobytes())
+        atomic_write_bytes(out_abs, img_buf.tobytes())
+        atomic_write_bytes(map_abs, map_buf.tobytes())
         row.update(status="ok", out_path=out_rel, map_out_path=map_rel, width=int(image.shape[1]),
                    height=int(image.shape[0]), generator=self.variant, seed=self.seed, **info)
         row["lmk68"] = np.round(lmk, 2).ravel().tolist() if lmk is not None else None

@@ -13,14 +13,18 @@ a reason code. What is converted rather than skipped, and why:
 * EXIF orientation is applied, so phone photos are upright.
 
 Skipped: unreadable paths (``unreadable``), non-images (``not_image``), corrupt or truncated
-files (``corrupt``), images smaller than ``min_side`` (``too_small``), empty files (``empty``).
+files (``corrupt``), images smaller than ``min_side`` (``too_small``), empty files (``empty``), and
+anything that is not a regular file (:func:`file_problem`: ``not_regular`` for a FIFO or device,
+``symlink_loop``, ``dangling_link``, ``missing``): only regular files are ever read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -39,14 +43,103 @@ def is_image_name(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTS)
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def file_problem(path: str | os.PathLike) -> SkipImage | None:
+    """Why ``path`` cannot be read as an input file, or ``None`` when it is a regular file.
+
+    The one classification of inputs that are not regular files: a FIFO or a device (which
+    ``open`` + ``read`` would block on or read forever), a symlink loop, a dangling symlink, a
+    missing or unreadable path. Listings attach it to their records; :func:`read_bytes` applies it
+    again to what it opens.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError as err:
-        raise SkipImage("missing", f"{path} does not exist") from err
+        st = os.stat(path)
     except OSError as err:
-        raise SkipImage("unreadable", f"{path}: {err.strerror or err}") from err
+        if err.errno == errno.ELOOP:
+            return SkipImage("symlink_loop", f"{path} is a symlink loop")
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            return SkipImage("dangling_link", f"{path} is a symlink to {os.readlink(path)}, which does not exist")
+        if err.errno == errno.ENOENT:
+            return SkipImage("missing", f"{path} does not exist")
+        return SkipImage("unreadable", f"{path}: {err.strerror or err}")
+    if not stat.S_ISREG(st.st_mode):
+        return SkipImage("not_regular", f"{path} is {_kind(st.st_mode)}, not a regular file")
+    return None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of the regular file ``path``, or :class:`SkipImage` (see :func:`file_problem`).
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO named
+    ``*.jpg`` is refused instead of hanging the run, even if it replaced a file after listing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise (file_problem(path) or SkipImage("unreadable", f"{path}: {err.strerror or err}")) from err
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SkipImage("not_regular", f"{path} is {_kind(mode)}, not a regular file")
+        try:
+            return f.read()
+        except OSError as err:
+            raise SkipImage("unreadable", f"{path}: {err.strerror or err}") from err
+
+
+def output_rel(key: str, ext: str, folder: str = "images") -> str:
+    """The output path (relative, POSIX) of the input ``key`` written in format ``ext``, under ``folder``.
+
+    Unique per key, so no two inputs share an output file, and readable from the key: the whole
+    file name is kept and ``ext`` is added only when the input's own extension differs (case aside)
+    (``p1/face.jpg`` -> ``images/p1/face.jpg``, ``p1/face.png`` -> ``images/p1/face.png.jpg``,
+    ``p1/shot.v1.jpg`` -> ``images/p1/shot.v1.jpg``). The one name this leaves ambiguous, a key that is
+    another image name plus ``ext`` (``x.png.jpg`` next to ``x.png``), gets 8 hex digits of the key's
+    hash before ``ext``. Whether the result stays inside the output folder is :func:`safe_output_path`'s
+    check.
+    """
+    ext = ext if ext.startswith(".") else "." + ext
+    name = key
+    if not name.lower().endswith(ext.lower()):
+        name += ext
+    elif is_image_name(name[: -len(ext)]):
+        name = f"{name[: -len(ext)]}.{hashlib.sha1(key.encode()).hexdigest()[:8]}{ext}"
+    return f"{folder}/{name}" if folder else name
+
+
+def sibling_rel(out_rel: str, folder: str, ext: str) -> str:
+    """The path of a companion output (a mask map) of the output ``out_rel``: same name, ``folder`` and ``ext``.
+
+    ``images/p1/face.png.jpg`` -> ``maps/p1/face.png.png``: unique because the outputs it derives from are.
+    """
+    _, _, rest = out_rel.partition("/")
+    return f"{folder}/{rest[: rest.rfind('.')]}{ext}"
+
+
+def safe_output_path(out_dir: str | os.PathLike, rel: str) -> Path:
+    """``out_dir / rel``, refused unless it lies inside ``out_dir`` once resolved.
+
+    A key such as ``../../x.jpg`` or ``/etc/x.jpg`` (a hand-edited or hostile manifest), or a symlink
+    inside ``out_dir`` that points elsewhere, would otherwise write outside the output folder. Empty,
+    ``.`` and ``..`` parts are refused even where the path stays inside (``p1/../p2/x.jpg`` would take
+    ``p2/x.jpg``'s file, ``images//etc/x.jpg`` is what an absolute key becomes).
+
+    Raises:
+        SkipImage: ``unsafe_path``; the input becomes a skipped row and nothing is written.
+    """
+    base = Path(out_dir).resolve()
+    target = (base / rel).resolve()
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in rel.split("/")) \
+            or base not in target.parents:
+        raise SkipImage("unsafe_path", f"output {rel!r} would lie outside the output folder {base}")
+    return target
 
 
 def content_hash(data: bytes) -> str:

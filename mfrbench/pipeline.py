@@ -50,7 +50,16 @@ def base_row(rec: FaceRecord) -> dict:
             "reason": ""}
 
 
+def _listed_skip(rec: FaceRecord) -> dict:
+    """The row of a record its listing already refused (``rec.skip``: a FIFO, a symlink loop, ...): never opened."""
+    row = base_row(rec)
+    row["reason"] = rec.skip
+    return row
+
+
 def _safe_call(fn: Worker, rec: FaceRecord) -> dict:
+    if rec.skip:
+        return _listed_skip(rec)
     try:
         return fn(rec)
     except SkipImage as skip:
@@ -81,14 +90,17 @@ def _call_chunk(fn: Worker, chunk: Sequence[FaceRecord]) -> list[dict]:
     """Rows for ``chunk``: one ``fn.process_batch(chunk)`` call when the worker has it (batched
     generators), else ``fn(rec)`` per record; a failing batch falls back to per-record calls."""
     batch = getattr(fn, "process_batch", None)
-    if batch is not None:
+    readable = [rec for rec in chunk if not rec.skip]
+    if batch is not None and readable:
         try:
-            rows = batch(list(chunk))
-            if len(rows) == len(chunk):
-                return rows
-            log.warning("process_batch returned %d rows for %d records; redoing one by one", len(rows), len(chunk))
+            rows = batch(readable)
+            if len(rows) == len(readable):
+                it = iter(rows)
+                return [_listed_skip(rec) if rec.skip else next(it) for rec in chunk]
+            log.warning("process_batch returned %d rows for %d records; redoing one by one", len(rows),
+                        len(readable))
         except Exception as err:  # noqa: BLE001 - recorded per record below
-            log.warning("batch of %d failed (%s: %s); redoing one by one", len(chunk), type(err).__name__, err)
+            log.warning("batch of %d failed (%s: %s); redoing one by one", len(readable), type(err).__name__, err)
     return [_safe_call(fn, rec) for rec in chunk]
 
 
@@ -164,6 +176,8 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
         config, total = {**config, "shard": shard.to_dict()}, None
     writer = ManifestWriter(out_dir, kind=kind, config=config, seed=seed, resume=resume)
     done = writer.done_keys()
+    claimed = {r[c]: r["key"] for r in writer.rows() if r["status"] == "ok"
+               for c in r if c.endswith("out_path") and r[c]}
     n_inputs = 0
     n_skipped = writer.counts()["skipped"]
 
@@ -178,6 +192,8 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
                dynamic_ncols=True, mininterval=0.5)
     try:
         for row in map_records(todo(), factory, factory_kwargs, workers=workers, chunk=chunk):
+            if row["status"] == "ok":
+                _claim_outputs(row, claimed)
             writer.add(row)
             bar.update(1)
             if row["status"] == "skipped":
@@ -189,6 +205,23 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
     if shard is not None:
         extra_meta = {**(extra_meta or {}), "shard": {**shard_record(shard, tally), "dedupe": dedupe}}
     return writer.close(expected_inputs=n_inputs, extra_meta=extra_meta, dedupe=dedupe)
+
+
+def _claim_outputs(row: dict, claimed: dict[str, str]) -> None:
+    """Record which key owns each output file of an ok ``row``; a file another key already owns makes it skipped.
+
+    Output names are unique per key (:func:`mfrbench.imageio.output_rel`), so this never fires on inputs
+    the adapters list; it keeps the manifest honest if a name scheme or a hand-made manifest ever maps
+    two keys to one file (the later write replaced the earlier one's file: rerun with --no-resume).
+    """
+    cols = [c for c in row if c.endswith("out_path") and row[c]]
+    owner = next((claimed[row[c]] for c in cols if claimed.get(row[c], row["key"]) != row["key"]), None)
+    if owner is None:
+        claimed.update({row[c]: row["key"] for c in cols})
+        return
+    path = next(row[c] for c in cols if claimed.get(row[c]) == owner)
+    row.update({c: "" for c in cols})
+    row.update(status="skipped", reason=f"output_collision: {path} is the output of {owner}")
 
 
 def record_to_dict(rec: FaceRecord) -> dict[str, Any]:
