@@ -17,6 +17,10 @@ class DataNotFoundError(MfrbenchError):
     """A dataset, model file or data root is missing."""
 
 
+class InvalidOptionError(MfrbenchError, ValueError):
+    """An option value or name a component does not take (``--head-arg nosuch=3``); also a ``ValueError``."""
+
+
 class SkipImage(Exception):
     """This input cannot be processed; ``reason`` is recorded in the manifest.
 

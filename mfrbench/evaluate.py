@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mfrbench import __version__
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import DamagedFileError, MfrbenchError
 from mfrbench.metrics import roc as R
 from mfrbench.metrics.bootstrap import bootstrap_rank_ci, bootstrap_tar_ci, ci_method
 from mfrbench.metrics.identification import cmc_curve, identification_ranks, rank_k_accuracy
@@ -84,8 +84,8 @@ def load_embeddings(path: str | os.PathLike, *, model_info: dict, keys: list[str
     try:
         z = np.load(p, allow_pickle=False)
         emb, stored_keys, meta = z["emb"], list(z["keys"]), json.loads(str(z["meta"]))
-    except (OSError, KeyError, ValueError) as err:
-        raise MfrbenchError(f"{p} is not an mfrbench embeddings file ({err})") from err
+    except Exception as err:  # truncated zip, foreign file, missing arrays: a cache is rebuilt, never fatal
+        raise DamagedFileError(f"{p} is not an mfrbench embeddings file ({type(err).__name__}: {err})") from err
     want = model_info.get("config_hash", "")
     if meta.get("config_hash") != want:
         raise MfrbenchError(f"{p} holds embeddings of another model ({meta.get('model')}, config hash "
@@ -107,9 +107,13 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
 
     info = dict(model.info)
     if cache is not None and cache.is_file():
-        emb = load_embeddings(cache, model_info=info, keys=paths)
-        check_finite_embeddings(emb, paths, what=f"{info.get('model', 'the model')} (cached in {cache})")
-        return emb
+        try:
+            emb = load_embeddings(cache, model_info=info, keys=paths)
+        except DamagedFileError as err:  # a run killed while the cache was copied in, a truncated disk: rebuild it
+            log.warning("%s; computing the embeddings again", err)
+        else:
+            check_finite_embeddings(emb, paths, what=f"{info.get('model', 'the model')} (cached in {cache})")
+            return emb
     out = np.zeros((len(paths), model.embedding_dim), np.float32)
     bar = tqdm(total=len(paths), desc=f"embed ({info.get('model', 'model')})", unit="img", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ from typing import Any, TypeVar
 import torch
 
 from mfrbench.config import config_hash, flat_fields, rebuild_like, to_dict
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import DamagedFileError, MfrbenchError
 from mfrbench.imageio import atomic_write_bytes, atomic_writer
 
 log = logging.getLogger(__name__)
@@ -131,16 +132,31 @@ def load_checkpoint(run_or_file: str | os.PathLike, map_location: str | torch.de
     p = find_checkpoint(run_or_file)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True, mmap=True)
-    except Exception as err:  # truncated / not a checkpoint / unsafe pickle: say which file
-        raise MfrbenchError(f"cannot read checkpoint {p}: {str(err).splitlines()[0]}") from err
-    if not isinstance(state, dict):
-        raise MfrbenchError(f"cannot read checkpoint {p}: expected a dict, got {type(state).__name__}")
+    except pickle.UnpicklingError as err:
+        # torch's text goes on to suggest weights_only=False, i.e. running the file's code: never pass that on.
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise MfrbenchError(f"refusing to load {p}: it holds Python objects, not only tensors and plain values "
+                                "(not a checkpoint mfrbench wrote, or a crafted one); it is never unpickled: give a "
+                                "run folder written by mfrbench") from err
+        raise _unreadable(p, err) from err
+    except Exception as err:  # truncated / not a checkpoint: say which file
+        raise _unreadable(p, err) from err
+    if not isinstance(state, dict) or not {"kind", "config", "state"} & set(state):
+        what = f"keys {sorted(map(str, state))[:5]}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise MfrbenchError(f"{p} is not an mfrbench checkpoint (it holds {what}): give a run folder written by "
+                            "mfrbench, or its checkpoints/last.pt")
     for key in ("config", "info"):
         if isinstance(state.get(key), str):
             state[key] = json.loads(state[key])
         state.setdefault(key, {})
     state["path"] = str(p)
     return state
+
+
+def _unreadable(p: Path, err: Exception) -> MfrbenchError:
+    first = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__
+    return DamagedFileError(f"cannot read checkpoint {p}: truncated or not a PyTorch checkpoint ({first}); give an "
+                            "intact run folder or retrain")
 
 
 # ------------------------------------------------------------------------------------- RunDir

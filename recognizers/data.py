@@ -163,7 +163,12 @@ def split_identities(samples: list[Sample], val_identities: float, seed: int) ->
     counts = Counter(s.identity for s in samples)
     eligible = sorted(i for i, n in counts.items() if n >= 2)
     n_val = int(val_identities) if val_identities >= 1 else round(val_identities * len(counts))
-    n_val = min(n_val, len(eligible), max(len(counts) - 2, 0))  # keep >= 2 training identities
+    most = min(len(eligible), max(len(counts) - 2, 0))  # keep >= 2 training identities
+    if val_identities >= 1 and n_val > most:  # issue 12: a count the data cannot give is a mistake, not clamped
+        raise MfrbenchError(f"--val-identities {n_val} is more than the data can hold out: {len(counts)} identities, "
+                            f"{len(eligible)} with 2+ images, 2 kept for training; give at most {most} or a "
+                            "fraction (< 1)")
+    n_val = min(n_val, most)
     rng = np.random.default_rng([seed, 11])
     held = set(rng.permutation(eligible)[:n_val].tolist()) if n_val > 0 else set()
     return [s for s in samples if s.identity not in held], [s for s in samples if s.identity in held]
@@ -215,7 +220,10 @@ def decode_crop(path: str, offset: int = -1, records: dict[str, RecordFile] | No
         buf = np.frombuffer(rf.record(offset).image, np.uint8)
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     else:
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        try:
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        except cv2.error:  # e.g. a header claiming more pixels than OpenCV allows (issue 12): unreadable, not fatal
+            bgr = None
     if bgr is None:
         return None
     if bgr.shape[:2] != (SIZE, SIZE):

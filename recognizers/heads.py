@@ -24,6 +24,7 @@ num_classes=, **head_args)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfrbench.errors import InvalidOptionError
 from mfrbench.registry import Registry
 
 HEADS: Registry[nn.Module] = Registry("head")
@@ -200,7 +202,10 @@ def triplet(*, embedding_dim: int, num_classes: int, margin: float = 0.2) -> Tri
 def create_head(name: str, *, embedding_dim: int, num_classes: int, **head_args: Any) -> nn.Module:
     """Build head ``name``; ``head_args`` are its keyword options (e.g. ``s=32, m=0.5``)."""
     fn = HEADS.get(name)
-    try:
-        return fn(embedding_dim=embedding_dim, num_classes=num_classes, **head_args)
-    except TypeError as err:
-        raise ValueError(f"head {name!r} got an unknown option: {err}") from err
+    params = inspect.signature(fn).parameters
+    takes = [p for p, v in params.items() if p not in ("embedding_dim", "num_classes") and v.kind is not v.VAR_KEYWORD]
+    unknown = sorted(set(head_args) - set(takes))
+    if unknown and not any(v.kind is v.VAR_KEYWORD for v in params.values()):  # issue 12: one line, valid names
+        raise InvalidOptionError(f"head {name!r} got an unknown option {', '.join(unknown)} (--head-arg); it "
+                                 f"takes: {', '.join(takes) or 'no options'}")
+    return fn(embedding_dim=embedding_dim, num_classes=num_classes, **head_args)
