@@ -3,7 +3,7 @@
 The always-on tests build state dicts with arcface_torch's key/shape layout from
 ``../shared/reference/arcface_torch_keys.json`` (random tensors). With
 ``MFRBENCH_ARCFACE_TORCH=/path/to/insightface/recognition/arcface_torch`` set, the last test also
-builds arcface_torch's own r50 and mbf networks and compares their embeddings with ours.
+builds arcface_torch's own r50, mbf and r100 networks and compares their embeddings with ours.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_recognizer_data import write_crops  # noqa: E402
 
 KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "arcface_torch_keys.json"
-OURS = {"r18": "iresnet18", "r50": "iresnet50", "mbf": "mobilefacenet"}
+OURS = {"r18": "iresnet18", "r50": "iresnet50", "r100": "iresnet100", "mbf": "mobilefacenet"}
 TINY = "timm:test_resnet"
 
 
@@ -232,7 +232,7 @@ def _randomise(net: torch.nn.Module, seed: int) -> None:
     net.eval()
 
 
-@pytest.mark.parametrize("at_name", ["r50", "mbf"])
+@pytest.mark.parametrize("at_name", ["r50", "mbf", "r100"])
 def test_same_embeddings_as_arcface_torch(at_name, tmp_path):
     root = _arcface_torch()
     sys.path.insert(0, str(root))
