@@ -20,6 +20,12 @@ terms instead of copying the step (:meth:`CycleGAN.train_step` lists them):
   (IAMGAN's identity terms, MFGAN's ``L_inv`` / ``L_sty`` / ``L_ds``);
 * :meth:`~CycleGAN.discriminator_terms` on pooled fakes; :meth:`~CycleGAN.update_averages` (EMA).
 
+Output (``output``, issue 14): ``plain`` (the reference's generator re-draws the whole image; the
+``paper`` profile) or ``composite`` (the ``cpu`` profile): ``G_M`` and ``G_F`` predict content and an
+alpha map and output ``A * C + (1 - A) * x`` (:mod:`~mfrbench.generators.gan.composite`; AttentionGAN,
+GANimation), with ``lambda_alpha_l1 * mean(A) + lambda_alpha_tv * TV(A)`` on the alpha of each
+generator's pass on real images (logged as ``alpha_M_l1``, ``alpha_M_tv``, ``alpha_F_l1``, ``alpha_F_tv``).
+
 Train with ``mfrbench train-gen --method cyclegan``; generate with
 ``mfrbench generate --method cyclegan --checkpoint RUN_DIR`` (:class:`GANMaskGenerator`).
 """
@@ -34,6 +40,7 @@ from torch import nn
 
 from mfrbench.generators._blocks import PatchDiscriminator, ResnetGenerator
 from mfrbench.generators.base import register_generator
+from mfrbench.generators.gan.composite import CompositeGenerator, alpha_regularizer, check_output
 from mfrbench.generators.gan.contract import TrainableGAN, register_gan_method
 from mfrbench.generators.gan.data import GANBatch
 from mfrbench.generators.gan.generator import GANMaskGenerator
@@ -51,6 +58,13 @@ class CycleGANConfig:
     lambda_cycle: float = 10.0      # lambda_A = lambda_B in the reference
     lambda_identity: float = 0.5    # times lambda_cycle, as in the reference
     pool_size: int = 50
+    output: str = "plain"           # plain | composite: A * C + (1 - A) * x (issue 14)
+    lambda_alpha_l1: float = 1.0    # composite only: sparsity of the drawn area, mean(A)
+    lambda_alpha_tv: float = 1.0    # composite only: smoothness of A (mean total variation)
+    alpha_bias_init: float = -1.1   # composite only: initial alpha-channel bias (A ~ 0.1: start near the input)
+
+    def __post_init__(self) -> None:
+        check_output(self.output)
 
 
 @dataclass
@@ -77,6 +91,8 @@ class CycleStep:
     fake_f: torch.Tensor            # G_F(m)
     rec_m: torch.Tensor             # G_M(G_F(m), s)
     codes: StyleCodes | None = None
+    alpha_m: torch.Tensor | None = None     # (B, 1, S, S) G_M's alpha on the faces (composite output)
+    alpha_f: torch.Tensor | None = None     # (B, 1, S, S) G_F's alpha on the masked photos
     g_weight: torch.Tensor | None = None    # (B,) weight of G_M's adversarial term per sample (None: plain LSGAN)
     d_weight: torch.Tensor | None = None    # (B,) weight of D_M's fake term per fake, pooled with its image
     log: dict[str, float] = field(default_factory=dict)   # readings for the loss log (not losses)
@@ -100,10 +116,29 @@ class CycleGAN(TrainableGAN):
     def make_networks(self) -> None:
         """Create ``G_M``, ``G_F``, ``D_M``, ``D_F`` (in this order: it fixes their seeded initialisation)."""
         c = self.cfg
-        self.G_M = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
-        self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.G_M = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
+                                                    norm=c.norm))
+        self.G_F = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
+                                                    norm=c.norm))
         self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
         self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
+
+    @property
+    def composite(self) -> bool:
+        return self.cfg.output == "composite"
+
+    def out_channels(self) -> int:
+        """Channels of a generator network: 3 (plain), or 3 + alpha (composite)."""
+        return 4 if self.composite else 3
+
+    def output_head(self, net: nn.Module) -> nn.Module:
+        """``net`` as is (plain), or wrapped in a :class:`CompositeGenerator` with its alpha bias set."""
+        if not self.composite:
+            return net
+        last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.bias[3] = self.cfg.alpha_bias_init
+        return CompositeGenerator(net)
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """What the generator optimiser ``opt["G"]`` steps."""
@@ -121,14 +156,33 @@ class CycleGAN(TrainableGAN):
         """``G_M`` with style code ``s`` (CycleGAN's ``G_M`` takes none)."""
         return self.G_M(x)
 
+    def style_args(self, s: torch.Tensor | None) -> tuple:
+        """The extra arguments of ``G_M`` for style code ``s`` (none in CycleGAN)."""
+        return ()
+
+    def to_mask_alpha(self, x: torch.Tensor, s: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``G_M(x, s)`` and its alpha map ``(B, 1, S, S)`` (``None`` for a plain generator)."""
+        if not isinstance(self.G_M, CompositeGenerator):
+            return self.to_mask(x, s), None
+        out, _, alpha = self.G_M.parts(x, *self.style_args(s))
+        return out, alpha
+
+    def to_face_alpha(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``G_F(x)`` and its alpha map (``None`` for a plain generator)."""
+        if not isinstance(self.G_F, CompositeGenerator):
+            return self.G_F(x), None
+        out, _, alpha = self.G_F.parts(x)
+        return out, alpha
+
     def cycle(self, batch: GANBatch, codes: StyleCodes | None) -> CycleStep:
         """The four generator passes: ``f -> G_M -> G_F`` and ``m -> G_F -> G_M`` (both ``G_M`` passes get the code)."""
         s = codes.target if codes is not None else None
-        fake_m = self.to_mask(batch.faces, s)
+        fake_m, alpha_m = self.to_mask_alpha(batch.faces, s)
         rec_f = self.G_F(fake_m)
-        fake_f = self.G_F(batch.masks)
+        fake_f, alpha_f = self.to_face_alpha(batch.masks)
         rec_m = self.to_mask(fake_f, s)
-        return CycleStep(batch.faces, batch.masks, fake_m, rec_f, fake_f, rec_m, codes)
+        return CycleStep(batch.faces, batch.masks, fake_m, rec_f, fake_f, rec_m, codes, alpha_m, alpha_f)
 
     def adversarial_weights(self, step: CycleStep) -> None:
         """Set ``step.g_weight`` / ``step.d_weight`` (per-sample weights of the ``D_M`` terms); none in CycleGAN."""
@@ -146,6 +200,10 @@ class CycleGAN(TrainableGAN):
             w = c.lambda_cycle * c.lambda_identity
             terms["idt_M"] = l1(self.to_mask(step.real_m), step.real_m) * w
             terms["idt_F"] = l1(self.G_F(step.real_f), step.real_f) * w
+        for name, alpha in (("M", step.alpha_m), ("F", step.alpha_f)):
+            if alpha is not None:  # composite output: sparse, smooth alpha (GANimation, AttentionGAN)
+                reg = alpha_regularizer(alpha, l1=c.lambda_alpha_l1, tv=c.lambda_alpha_tv)
+                terms.update({f"alpha_{name}_{k[6:]}": v for k, v in reg.items()})
         return terms
 
     def extra_generator_losses(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -193,7 +251,8 @@ class CycleGAN(TrainableGAN):
 
 @register_generator
 def cyclegan(checkpoint: str | None = None, seg_checkpoint: str | None = None, device: str | None = None,
-             batch_size: int = 32) -> "GANMaskGenerator":
-    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`; maps from ``seg_checkpoint``."""
+             batch_size: int = 32, resolution: str = "full") -> "GANMaskGenerator":
+    """A trained CycleGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator`; maps from ``seg_checkpoint``
+    (a compositing run's maps are its own alpha; ``resolution``: ``full`` composites at the crop's size)."""
     return GANMaskGenerator.from_run(checkpoint, expect="cyclegan", seg_checkpoint=seg_checkpoint, device=device,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, resolution=resolution)

@@ -109,7 +109,8 @@ class IAMGAN(CycleGAN):
 
 @register_generator
 def iamgan(checkpoint: str | None = None, seg_checkpoint: str | None = None, device: str | None = None,
-           batch_size: int = 32):
-    """A trained IAMGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator` (maps from its own Seg by default)."""
+           batch_size: int = 32, resolution: str = "full"):
+    """A trained IAMGAN run (``checkpoint=RUN_DIR``) as a :class:`MaskGenerator` (maps from its own Seg by default;
+    a compositing run's maps are its alpha)."""
     return GANMaskGenerator.from_run(checkpoint, expect="iamgan", seg_checkpoint=seg_checkpoint, device=device,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, resolution=resolution)

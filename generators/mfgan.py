@@ -79,7 +79,7 @@ from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig, CycleStep, St
 from mfrbench.generators.gan.checkpoint import load_gan
 from mfrbench.generators.gan.contract import GAN_METHODS, GANMethod
 from mfrbench.generators.gan.data import GANBatch, load_domain, to_uint8
-from mfrbench.generators.gan.generator import GANMaskGenerator
+from mfrbench.generators.gan.generator import GANMaskGenerator, translate_crops
 from mfrbench.generators.gan.pool_ema import EMA, set_requires_grad
 from mfrbench.metrics.quality import non_mask_ssim_psnr  # the evaluator's SSIM/PSNR: one definition
 from mfrbench.runs import atomic_write_text, choose_device
@@ -312,6 +312,7 @@ class MFGANConfig(CycleGANConfig):
     readout_n: int = 16             # faces in the per-stage quality read-out
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.cor_apply not in ("d_fake", "g", "both"):
             raise MfrbenchError(f"Expected cor_apply in ('d_fake', 'g', 'both'), but got {self.cor_apply!r}")
         if self.n_domains < 1:
@@ -346,6 +347,8 @@ def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
     names = ["G_M_gan", "G_F_gan", "cyc_F", "cyc_M"]
     if cfg.lambda_identity > 0:
         names += ["idt_M", "idt_F"]
+    if cfg.output == "composite":
+        names += ["alpha_M_l1", "alpha_M_tv", "alpha_F_l1", "alpha_F_tv"]
     if cfg.use_cor:
         names += ["lambda_cor"]
     if cfg.use_inv and stage >= 2:
@@ -395,8 +398,10 @@ class MFGAN(CycleGAN):
     def make_networks(self) -> None:
         """CycleGAN's four networks with ``G_M`` style-conditioned and ``D_M`` deeper (§IV-A), then ``E``."""
         c = self.cfg
-        self.G_M = StyleGenerator(style_dim=c.style_dim, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
-        self.G_F = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm)
+        self.G_M = self.output_head(StyleGenerator(style_dim=c.style_dim, out_ch=self.out_channels(), ngf=c.ngf,
+                                                   n_blocks=c.n_blocks, norm=c.norm))
+        self.G_F = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
+                                                    norm=c.norm))
         self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm, extra_convs=c.d_m_extra_convs)
         self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
         self.E = StyleEncoder(c.style_dim, c.n_domains, c.enc_dim, c.enc_middle, c.norm)
@@ -481,6 +486,9 @@ class MFGAN(CycleGAN):
     def to_mask(self, x: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
         """``G_M(x, s)``; ``s=None`` is the learned default style (stages 1-2, the identity term)."""
         return self.G_M(x, s)
+
+    def style_args(self, s: torch.Tensor | None) -> tuple:
+        return (s,)
 
     def style_codes(self, batch: GANBatch, rng: np.random.Generator) -> StyleCodes | None:
         """Stage 3 (with ``use_sty``): the masked photo's code ``E(m, y)`` and a same-domain second reference's."""
@@ -705,8 +713,8 @@ class MFGANMaskGenerator(GANMaskGenerator):
     family = "mfgan"  # every preset (mfgan, mfgan-no-inv, ...) is one family; the preset is the variant
 
     def __init__(self, model: "MFGAN", *, run_dir: str, reference: str | None = None, reference_mode: str = "random",
-                 reference_index: int = 0, seed: int = 0, batch_size: int = 32) -> None:
-        super().__init__(model, run_dir=run_dir, seg=None, batch_size=batch_size)
+                 reference_index: int = 0, seed: int = 0, batch_size: int = 32, resolution: str = "full") -> None:
+        super().__init__(model, run_dir=run_dir, seg=None, batch_size=batch_size, resolution=resolution)
         if reference_mode not in REFERENCE_MODES:
             raise MfrbenchError(f"Expected --reference-mode in {REFERENCE_MODES}, but got {reference_mode!r}")
         self.model: MFGAN = model
@@ -731,7 +739,8 @@ class MFGANMaskGenerator(GANMaskGenerator):
             self.reference_index = int(reference_index)
 
     def _maps(self) -> str:
-        return "seg"  # always the run's own Seg on the output (from_run refuses a run without one)
+        # a compositing run's own alpha, else the run's own Seg on the output (from_run refuses a run without one)
+        return "exact" if self.composite else "seg"
 
     def config(self) -> dict:
         return {**self.identity().to_dict(),
@@ -741,7 +750,7 @@ class MFGANMaskGenerator(GANMaskGenerator):
     @classmethod
     def from_run(cls, checkpoint: str | None, *, reference: str | None = None, reference_mode: str | None = None,
                  reference_index: int = 0, seed: int = 0, device: str | None = None, batch_size: int = 32,
-                 **_ignored: Any) -> "MFGANMaskGenerator":
+                 resolution: str = "full", **_ignored: Any) -> "MFGANMaskGenerator":
         if not checkpoint:
             raise MfrbenchError("the mfgan generator needs --checkpoint RUN_DIR "
                                 "(a run of `mfrbench train-gen --method mfgan`)")
@@ -752,7 +761,7 @@ class MFGANMaskGenerator(GANMaskGenerator):
         if model.seg is None:
             raise MfrbenchError(f"{checkpoint} was trained without Seg; MFGAN generation needs it for the mask maps")
         return cls(model, run_dir=str(checkpoint), reference=reference, reference_mode=reference_mode or "random",
-                   reference_index=reference_index, seed=seed, batch_size=batch_size)
+                   reference_index=reference_index, seed=seed, batch_size=batch_size, resolution=resolution)
 
     def _pick(self, rngs: Sequence[np.random.Generator], identities: Sequence[str | None] | None) -> np.ndarray:
         import hashlib
@@ -783,9 +792,14 @@ class MFGANMaskGenerator(GANMaskGenerator):
         for i in range(0, len(images), self.batch_size):
             x = torch.from_numpy(images[i:i + self.batch_size]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
             h, w = x.shape[-2:]
+            s = self.codes[torch.as_tensor(pick[i:i + len(x)], device=self.device)] if pick is not None else None
+            if self.composite:  # the exact map is the generator's own alpha
+                y, m = translate_crops(g, x, self.size, args=(s,), resolution=self.resolution)
+                outs.append(to_uint8(y))
+                maps.append(m.to(torch.uint8).cpu().numpy())
+                continue
             xi = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                antialias=True) if (h, w) != (self.size, self.size) else x
-            s = self.codes[torch.as_tensor(pick[i:i + len(x)], device=self.device)] if pick is not None else None
             y = g(xi, s).float().clamp(-1, 1)
             m = self.model.seg(y)[:, 0] > self.model.cfg.seg_threshold               # (B, S, S) at training size
             if (h, w) != (self.size, self.size):
@@ -794,7 +808,7 @@ class MFGANMaskGenerator(GANMaskGenerator):
             outs.append(to_uint8(y))
             maps.append(m.to(torch.uint8).cpu().numpy())
         for j in range(len(images)):
-            row = {"mask_type": "mfgan", "wearing": "", "gan_run": self.run_dir, "mask_map_source": "seg",
+            row = {"mask_type": "mfgan", "wearing": "", "gan_run": self.run_dir, "mask_map_source": self._map_source(),
                    "gan_method": self.model.train_cfg.method}
             if pick is not None:
                 row.update(reference=self.keys[int(pick[j])], style_domain=int(self.domains[int(pick[j])]),

@@ -50,6 +50,10 @@ class TrainConfig:
     flip: bool = True               # random horizontal flips
     amp: bool = False               # bf16 autocast on CUDA
     n_sample: int = 8               # images per sample-grid row
+    holdout_masks: float = 0.0      # share of the masked photos never trained on (KID/FID of the read-out)
+    readout: bool = True            # write RUN/quality.json + quality_grid.png at the end (needs a Seg)
+    readout_seg: str | None = None  # the common Seg of the read-out (None: the run's own seg_checkpoint)
+    readout_det: str | None = None  # Det for the read-out's wearing share (None: the run's det_checkpoint)
 
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -58,10 +62,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             max_faces=16, max_masks=16, n_sample=4),
               "model": dict(ngf=8, ndf=8, n_blocks=2, pool_size=4)},
     # An honest small run on a 2-core CPU: 64 px, narrow nets (ngf 24), 1.5K steps of batch 2, no identity
-    # term (it costs two more generator passes per step); about 1 s/step on one free core.
+    # term (it costs two more generator passes per step); compositing generators (issue 14: A * C + (1 - A) * x,
+    # composited at the crop's resolution when generating); about 0.2-0.4 s/step on one free core.
     "cpu": {"train": dict(size=64, steps=1500, batch_size=2, sample_every=150, ckpt_every=150, log_every=10,
-                          decay_start=0.6),
-            "model": dict(ngf=24, ndf=32, n_blocks=6, lambda_identity=0.0)},
+                          decay_start=0.6, holdout_masks=0.25),
+            "model": dict(ngf=24, ndf=32, n_blocks=6, lambda_identity=0.0, output="composite")},
     # The MFGAN paper's schedule (Sec. IV-A): batch 1, 450K steps; CycleGAN's 256 px, 9 blocks.
     "paper": {"train": dict(size=256, steps=450_000, batch_size=1, sample_every=5000, ckpt_every=10_000,
                             log_every=100, decay_start=0.5),
@@ -71,7 +76,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Options that steer a run without changing what it learns: they may change on ``--resume`` and are left
 #: out of the config hash (threads and the device are arguments, not config: always the current call's).
-GAN_RUN_CONTROL = ("train.log_every", "train.sample_every", "train.ckpt_every", "train.n_sample", "train.amp")
+GAN_RUN_CONTROL = ("train.log_every", "train.sample_every", "train.ckpt_every", "train.n_sample", "train.amp",
+                   "train.readout", "train.readout_seg", "train.readout_det")
 #: The run's length: may grow on ``--resume`` (MFGAN refuses a change that moves a stage it has passed).
 GAN_EXTENDABLE = ("train.steps", "model.stage_steps")
 

@@ -1,19 +1,24 @@
 """The two training domains in memory (*Face*, *Mask*) and the batch of each step.
 
-:func:`load_domain` accepts an aligned manifest (``mfrbench align`` output), a folder of photos
-or a dataset adapter name; folders/datasets are detected and aligned once with YuNet into
-``RUN/data/<domain>/`` (a cached manifest, resumable). Crops are held in memory as ``uint8``.
+:func:`load_domain` accepts an aligned manifest (``mfrbench align`` output), an insightface RecordIO
+set of aligned crops (``train.rec`` or its folder, e.g. ``../shared/data/celeba-rec``), a folder of
+photos or a dataset adapter name; folders/datasets are detected and aligned once with YuNet into
+``RUN/data/<domain>/`` (a cached manifest, resumable). Crops are held in memory as ``uint8`` at the
+training size; :meth:`DomainData.crops` reads chosen crops back at their stored resolution (the
+read-outs composite at the crop's own size). :meth:`DomainData.split` holds out a fixed share of a
+domain (the real masked photos that KID/FID compare with are never trained on).
 :func:`step_batch` makes the batch of step ``n`` a pure function of ``(seed, n)``, which is what
 makes a resumed run replay exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,9 +47,40 @@ class DomainData:
     images: torch.Tensor
     keys: list[str]
     source: str
+    #: indices -> uint8 (n, H, W, 3) crops at their stored resolution (None: only the training size exists)
+    reader: Callable[[Sequence[int]], np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def crops(self, idx: Sequence[int]) -> np.ndarray:
+        """uint8 ``(n, H, W, 3)`` crops ``idx`` at their stored resolution (the training size without a reader)."""
+        idx = [int(i) for i in idx]
+        if self.reader is not None:
+            return self.reader(idx)
+        return self.images[torch.as_tensor(idx, dtype=torch.long)].permute(0, 2, 3, 1).numpy()
+
+    def subset(self, idx: Sequence[int]) -> "DomainData":
+        idx = np.asarray(idx, dtype=np.int64)
+        reader = None
+        if self.reader is not None:
+            parent = self.reader
+            reader = lambda sub: parent([int(idx[i]) for i in sub])  # noqa: E731
+        return DomainData(self.name, self.images[torch.as_tensor(idx)], [self.keys[i] for i in idx], self.source,
+                          reader)
+
+    def split(self, holdout: float) -> tuple["DomainData", "DomainData | None"]:
+        """``(kept, held_out)``: a crop is held out when a hash of its key falls below ``holdout`` (stable
+        under any order, limit or seed); ``holdout=0`` keeps everything (``held_out`` is None)."""
+        if holdout <= 0:
+            return self, None
+        u = np.array([int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in self.keys])
+        held = np.flatnonzero(u < holdout)
+        kept = np.flatnonzero(u >= holdout)
+        if not len(held) or not len(kept):
+            raise MfrbenchError(f"domain {self.name}: holding out {holdout:.0%} of {len(self)} crops leaves "
+                                f"{len(kept)} to train on and {len(held)} held out")
+        return self.subset(kept), self.subset(held)
 
     def batch(self, idx: np.ndarray, flips: np.ndarray, device: torch.device) -> torch.Tensor:
         x = self.images[torch.as_tensor(idx)].to(device).float().div_(127.5).sub_(1.0)  # (B, 3, S, S)
@@ -62,6 +98,34 @@ def to_tensor_images(crops: list[np.ndarray], size: int) -> torch.Tensor:
                     cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size else cv2.INTER_CUBIC)
                     for c in crops])
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+
+
+def recordio_path(spec: str | os.PathLike) -> Path | None:
+    """The ``train.rec`` that ``spec`` names (the file, or a folder with ``train.rec`` and no manifest), else None."""
+    from mfrbench.recordio import find_recordio
+
+    p = Path(spec)
+    return None if (p.is_dir() and (p / "manifest.csv").is_file()) else find_recordio(p)
+
+
+def read_recordio_crops(rec: Path, limit: int | None = None) -> tuple[list[str], Callable[[Sequence[int]], np.ndarray]]:
+    """Image records of an insightface RecordIO set (:mod:`mfrbench.recordio`): ``(keys, reader)``, where
+    ``reader(idx)`` decodes those crops as uint8 RGB ``(n, H, W, 3)``. Keys are ``rec/<record position>``."""
+    import io
+
+    from PIL import Image
+
+    from mfrbench.recordio import RecordFile, open_recordset
+
+    rs = open_recordset(rec)
+    offsets = rs.offsets[:limit] if limit is not None else rs.offsets
+    f = RecordFile(rs.rec)
+
+    def reader(ix: Sequence[int]) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(io.BytesIO(f.record(int(offsets[i])).image)).convert("RGB"))
+                         for i in ix])
+
+    return [f"rec/{i}" for i in range(len(offsets))], reader
 
 
 def _aligned_manifest(spec: str, cache: Path, *, masked: bool, limit: int | None, align_size: int,
@@ -103,6 +167,11 @@ def load_domain(name: str, spec: str | os.PathLike, cache: Path, *, size: int, l
     from mfrbench.imageio import load_rgb
     from mfrbench.manifest import read_manifest
 
+    rec = recordio_path(spec)
+    if rec is not None:  # aligned crops already (insightface layout): nothing to detect or align
+        keys, reader = read_recordio_crops(rec, limit)
+        crops = reader(range(len(keys)))
+        return DomainData(name, to_tensor_images(list(crops), size), keys, str(rec), reader)
     mdir = _aligned_manifest(str(spec), cache, masked=masked, limit=limit, align_size=max(112, size),
                              progress=progress)
     df = read_manifest(mdir, status="ok")
@@ -113,8 +182,10 @@ def load_domain(name: str, spec: str | os.PathLike, cache: Path, *, size: int, l
         df = df.iloc[:limit]
     if df.empty:
         raise MfrbenchError(f"domain {name}: no usable aligned crops in {mdir}")
-    crops = [load_rgb(p, min_side=1) for p in df["abs_out_path"]]
-    return DomainData(name, to_tensor_images(crops, size), list(df["key"]), str(mdir))
+    paths = list(df["abs_out_path"])
+    crops = [load_rgb(p, min_side=1) for p in paths]
+    return DomainData(name, to_tensor_images(crops, size), list(df["key"]), str(mdir),
+                      lambda ix: np.stack([load_rgb(paths[i], min_side=1) for i in ix]))
 
 
 def fixed_sample_batch(faces: DomainData, masks: DomainData, n: int, device: torch.device, seed: int) -> GANBatch:

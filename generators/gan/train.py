@@ -71,10 +71,36 @@ def train_gan(method: str | None, faces: str | os.PathLike | None, masks: str | 
     mask_data = load_domain("masks", config["masks"], run.path / "data" / "masks", size=train_cfg.size,
                             limit=train_cfg.max_masks, masked=True, min_face_px=train_cfg.min_face_px,
                             progress=progress)
+    mask_data, held_out = mask_data.split(train_cfg.holdout_masks)
     if run.last_checkpoint() is not None:
         model.load_state_dict(run.load_checkpoint(map_location=dev)["state"])
     summary = fit(model, face_data, mask_data, run, config=config, progress=progress)
+    summary["held_out_masks"] = len(held_out) if held_out is not None else 0
+    if train_cfg.readout:
+        summary["readout"] = readout(model, face_data, mask_data, held_out, run, train_cfg, dev)
     return {**summary, "device": str(dev), "threads": torch.get_num_threads()}
+
+
+def readout(model, faces, masks, held_out, run: RunDir, train_cfg, dev) -> str | None:
+    """Write ``RUN/quality.json`` (:func:`~mfrbench.generators.gan.readout.run_readout`) with the common Seg/Det:
+    ``train.readout_seg`` / ``train.readout_det``, else the run's own; without a Seg it is skipped with a warning."""
+    import logging
+
+    from mfrbench.generators.gan.readout import run_readout
+
+    seg_run = train_cfg.readout_seg or getattr(model.cfg, "seg_checkpoint", None)
+    det_run = train_cfg.readout_det or getattr(model.cfg, "det_checkpoint", None)
+    if not seg_run:
+        logging.getLogger(__name__).warning("no Seg for the read-out (--set train.readout_seg=SEG_RUN): "
+                                            "quality.json not written")
+        return None
+    from mfrbench.generators.parts import load_det
+    from mfrbench.generators.seg import load_seg
+
+    run_readout(model, faces, masks, held_out, run.path, seg=load_seg(seg_run, dev),
+                det=load_det(det_run, dev) if det_run else None, seg_run=str(seg_run), det_run=det_run,
+                seed=train_cfg.seed)
+    return str(run.path / "quality.json")
 
 
 def _method(run: RunDir, method: str | None, resume: bool) -> str:
