@@ -483,8 +483,9 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
             or a picklable zero-argument factory (each worker process builds its own; a GAN is then
             loaded once per process instead of pickled). The CLI and
             ``mfrbench.generators.base.generate_dataset`` build the factory from a registered name.
-        out_dir: output folder: ``images/<key>.<ext>`` (masked), ``maps/<key>.png`` (mask map,
-            ``uint8``, 1 = mask pixel, same size), ``manifest.csv`` / ``manifest.json``.
+        out_dir: output folder: ``images/<name>`` (masked; ``<name>`` is the key, with ``ext`` added when its
+            own extension differs: :func:`mfrbench.imageio.output_rel`), ``maps/`` (the same name ending
+            ``.png``: the mask map, ``uint8``, 1 = mask pixel, same size), ``manifest.csv`` / ``manifest.json``.
         dataset: a :class:`~mfrbench.datasets.Dataset` of raw photos (faces are detected with
             YuNet and 68 points found with ``create_landmarker('auto')``, unless the dataset
             ships them), or ``None`` when ``manifest`` is given.

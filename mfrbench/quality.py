@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mfrbench import __version__
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import MfrbenchError, SkipImage
 from mfrbench.generate import GeneratorIdentity, read_generator_identity
 
 #: Generated images uint8 (B, H, W, 3) -> keep maps bool (B, H, W), True on non-mask pixels.
@@ -189,22 +190,35 @@ def _real_images(real: str | os.PathLike, limit: int | None) -> list[str]:
     return paths[:limit] if limit else paths
 
 
-def _features(model, paths: list[str], desc: str, progress: bool, batch: int = 16) -> np.ndarray:
+def _features(model, paths: list[str], desc: str, progress: bool, batch: int = 16,
+              skipped: list[str] | None = None) -> np.ndarray:
+    """Inception features of the readable images of ``paths``; each unreadable one's skip code goes to ``skipped``."""
     from tqdm import tqdm
 
     from mfrbench.imageio import load_rgb
     from mfrbench.metrics.quality import inception_features
 
+    skipped = [] if skipped is None else skipped
     out = []
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for i in range(0, len(paths), batch):
-        imgs = [load_rgb(p, min_side=1) for p in paths[i:i + batch]]
+        imgs = []
+        for p in paths[i:i + batch]:
+            try:
+                imgs.append(load_rgb(p, min_side=1))
+            except SkipImage as skip:  # issue 12: a FIFO or a corrupt photo in --real is left out and counted
+                skipped.append(skip.code)
+        if not imgs:
+            bar.update(len(paths[i:i + batch]))
+            continue
         # Same size per batch for the network: each image goes to 299x299 anyway.
         feats = [inception_features(model, im[None]) for im in imgs] if len({im.shape for im in imgs}) > 1 \
             else [inception_features(model, np.stack(imgs))]
         out.append(np.concatenate(feats))
-        bar.update(len(imgs))
+        bar.update(len(paths[i:i + batch]))
     bar.close()
+    if not out:
+        raise MfrbenchError(f"none of the {len(paths)} {desc} images could be read ({', '.join(sorted(set(skipped)))})")
     return np.concatenate(out)
 
 
@@ -214,11 +228,15 @@ def fid_kid(real: str | os.PathLike, generated_paths: list[str], *, real_limit: 
     from mfrbench.metrics import quality as Q
 
     inc = Q.load_inception()
-    fr = _features(inc, _real_images(real, real_limit), "inception (real)", progress)
+    unread: list[str] = []
+    fr = _features(inc, _real_images(real, real_limit), "inception (real)", progress, skipped=unread)
     fg = _features(inc, generated_paths, "inception (generated)", progress)
     kid, kid_std = Q.kid_from_features(fr, fg, subset_size=kid_subset, seed=seed)
     cols = {"fid": Q.fid_from_features(fr, fg), "kid": kid, "kid_std": kid_std, "n_real": len(fr)}
     notes = [f"FID/KID: {Q.INCEPTION_NAME}, {Q.FID_RESIZE}; real {len(fr)} from {real}, generated {len(fg)}"]
+    if unread:
+        notes.append(f"{len(unread)} real images unreadable and left out ("
+                     + ", ".join(f"{c}={n}" for c, n in sorted(Counter(unread).items())) + ")")
     if min(len(fr), len(fg)) < 2000:
         notes.append("FID is biased at N < 2000 per side: compare only at equal N, read KID next to it")
     return cols, notes

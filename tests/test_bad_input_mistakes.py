@@ -143,6 +143,20 @@ def test_bad_checkpoint_is_one_line_and_never_unpickled(command, ck, kit, tmp_pa
     assert not (tmp_path / "PWNED-by-checkpoint").exists() and not (tmp_path / "PWNED-by-gallery").exists()
 
 
+def test_a_truncated_run_checkpoint_names_the_file_on_resume(tmp_path):
+    """The resume path (train-gen/train-fr/train-aux --resume) reads through RunDir.load_checkpoint too."""
+    from mfrbench.errors import DamagedFileError
+    from mfrbench.runs import RunDir
+
+    run = RunDir(tmp_path / "run", kind="gan")
+    run.save_checkpoint({"state": {"w": torch.zeros(4)}, "step": 3}, config={"a": 1})
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert run.load_checkpoint()["step"] == 3
+    last.write_bytes(last.read_bytes()[:200])
+    with pytest.raises(DamagedFileError, match=r"cannot read checkpoint .*last.pt: truncated or not a PyTorch"):
+        run.load_checkpoint()
+
+
 def test_truncated_embedding_cache_is_rebuilt_not_fatal(tmp_path, caplog):
     from mfrbench.evaluate import embed_images
 

@@ -158,14 +158,33 @@ def test_train_fr_on_the_raw_gallery_folder(swept, tmp_path):
     assert (tmp_path / "fr" / "checkpoints" / "last.pt").is_file()
 
 
-def test_quality_reads_the_gallery_as_real_photos(swept, tmp_path):
-    """quality --real over the gallery folder: unreadable entries are dropped with a note, nothing hangs."""
-    from mfrbench.quality import _real_images
+def test_quality_fid_reads_the_gallery_as_real_photos(swept, monkeypatch):
+    """quality --real over the gallery folder: unreadable entries are left out and counted in the notes."""
+    import numpy as np
 
-    paths = _real_images(swept[0] / "gallery", None)
-    assert any(p.endswith("fifo.jpg") for p in paths)  # listed; the reader below refuses it without blocking
-    from mfrbench.errors import SkipImage
-    from mfrbench.imageio import load_rgb
+    import mfrbench.metrics.quality as Q
+    from mfrbench.quality import fid_kid
 
-    with pytest.raises(SkipImage, match="not_regular"):
-        load_rgb(next(p for p in paths if p.endswith("fifo.jpg")))
+    tmp, exp = swept[0], swept[1]
+    monkeypatch.setattr(Q, "load_inception", lambda: None)  # the features are not the point here: the reading is
+    monkeypatch.setattr(Q, "inception_features", lambda model, x: x.reshape(len(x), -1)[:, :8].astype(np.float64)
+                        + np.random.default_rng(len(x)).normal(size=(len(x), 8)))
+    generated = sorted(str(p) for p in (tmp / "aligned" / "images").rglob("*.jpg"))
+    cols, notes = fid_kid(tmp / "gallery", generated, real_limit=None, kid_subset=5, seed=0, progress=False)
+    unreadable = [k for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")]  # FID: any size
+    assert cols["n_real"] == len(exp) - len(unreadable)
+    assert f"{len(unreadable)} real images unreadable and left out (" in " ".join(notes)
+
+
+def test_generate_from_raw_gallery_photos(swept, tmp_path, models_root):
+    """generate --dataset folder (the photo path: YuNet finds the faces): the same accounting."""
+    tmp, exp = swept[0], swept[1]
+    before = _tree(tmp)
+    _invoke("generate", "--method", "mtf", "--mask-type", "plain", "--dataset", "folder", "--root", tmp / "gallery",
+            "--out", tmp_path / "o", "--no-grid", "--landmarker", FIXED)
+    df = read_manifest(tmp_path / "o")
+    assert sorted(df["key"]) == sorted(exp)
+    for r in df.itertuples():
+        got = "ok" if r.status == "ok" else r.reason.split(":")[0]
+        assert got == exp[r.key] or (exp[r.key] == "ok" and got == "no_face"), (r.key, got)
+    assert _tree(tmp) == before
