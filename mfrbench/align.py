@@ -168,11 +168,12 @@ class Aligner:
 
 def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None = None, workers: int = 1,
                   cfg: AlignConfig | None = None, resume: bool = True, dedupe: bool = True,
-                  progress: bool = True, shard: "str | None" = None) -> dict:
+                  progress: bool = True, shard: "str | None" = None, engine: str = "local") -> dict:
     """Align every image of ``ds`` into ``out_dir/images/`` and write the manifest.
 
     ``shard``: ``"i/N"`` or a :class:`~mfrbench.shards.Shard`: only that shard's images
-    (``mfrbench merge`` joins the shard folders). Returns the manifest metadata (``inputs``, ``ok``,
+    (``mfrbench merge`` joins the shard folders). ``engine``: ``local`` or ``ray`` (same output).
+    Returns the manifest metadata (``inputs``, ``ok``,
     ``skipped``, skip reasons, config).
     """
     from dataclasses import asdict
@@ -187,4 +188,5 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
     return process_records(ds.records(limit), out_dir, kind="aligned", config=config, factory=Aligner,
                            factory_kwargs={"out_dir": str(out_dir), "cfg": asdict(cfg)}, workers=workers,
                            total=total, resume=resume, dedupe=dedupe, desc=f"align {ds.name}",
-                           progress=progress, extra_meta={"dataset": ds.name, **ds.info}, shard=Shard.parse(shard))
+                           progress=progress, extra_meta={"dataset": ds.name, **ds.info}, shard=Shard.parse(shard),
+                           engine=engine)

@@ -135,15 +135,20 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
     bar.close()
     check_finite_embeddings(out, paths, what=str(info.get("model", "the model")))  # before a cache is written
     if cache is not None:
-        import io
-
-        from mfrbench.imageio import atomic_write_bytes
-
-        buf = io.BytesIO()
-        meta = {k: info.get(k) for k in ("model", "config_hash", "embedding_dim", "backbone")}
-        np.savez(buf, emb=out, keys=np.array(paths), meta=np.array(json.dumps({**meta, "flip": flip})))
-        atomic_write_bytes(cache, buf.getvalue())
+        save_embeddings(cache, out, paths, info, flip=flip)
     return out
+
+
+def save_embeddings(path: Path, emb: np.ndarray, paths: list[str], info: dict, *, flip: bool) -> None:
+    """Write the embeddings file :func:`load_embeddings` reads (atomically)."""
+    import io
+
+    from mfrbench.imageio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    meta = {k: info.get(k) for k in ("model", "config_hash", "embedding_dim", "backbone")}
+    np.savez(buf, emb=emb, keys=np.array(paths), meta=np.array(json.dumps({**meta, "flip": flip})))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- step 1: prepare
@@ -202,13 +207,27 @@ def prepare(cfg: EvalConfig, results_dir: Path, cache_dir: Path, *, workers: int
 
 
 # --------------------------------------------------------------------------- step 2: embed
-def embed(model: Any, prep: Prepared, cfg: EvalConfig, *, progress: bool = True) -> np.ndarray:
-    """(n_images, D) embeddings; rows of unusable images stay zero and are never scored."""
+def embed(model: Any, prep: Prepared, cfg: EvalConfig, *, progress: bool = True, shard: Any = None
+          ) -> np.ndarray | None:
+    """(n_images, D) embeddings; rows of unusable images stay zero and are never scored.
+
+    ``shard`` (a :class:`~mfrbench.shards.Shard`): embed only that shard's images into their own file
+    next to the cache and return ``None``; a later call without ``shard`` assembles the shard files
+    (:func:`mfrbench.merge.assemble_embeddings`: every image exactly once, or a one-line error).
+    """
+    from mfrbench.merge import assemble_embeddings, shard_embeddings_path
+
     info = dict(model.info)
     cache = prep.work / f"emb-{info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
+    paths = prep.images.crop_path[prep.ok].tolist()
+    if shard is not None:
+        embed_images(model, [p for p in paths if shard.owns(p)], flip=cfg.flip,
+                     cache=shard_embeddings_path(cache, shard), progress=progress)
+        return None
+    if not cache.is_file():
+        assemble_embeddings(cache, paths, info, flip=cfg.flip)
     E = np.zeros((len(prep.images), model.embedding_dim), np.float32)
-    E[prep.ok] = embed_images(model, prep.images.crop_path[prep.ok].tolist(), flip=cfg.flip, cache=cache,
-                              progress=progress)
+    E[prep.ok] = embed_images(model, paths, flip=cfg.flip, cache=cache, progress=progress)
     return E
 
 
@@ -537,11 +556,13 @@ def write(store: str | os.PathLike, row: dict, ver: Verification, ident: Identif
 # --------------------------------------------------------------------------- entry point
 def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str | os.PathLike = "results",
              cache_dir: str | os.PathLike | None = None, workers: int = 1, progress: bool = True,
-             model: Any = None) -> dict:
+             model: Any = None, shard: Any = None) -> dict:
     """Evaluate ``model_spec`` on ``cfg.benchmark``; append the row to ``results_dir``; return it.
 
     ``model`` (optional) is an already loaded embedder (anything with ``embed``, ``info``,
-    ``embedding_dim`` and ``metric``), used instead of loading ``model_spec``.
+    ``embedding_dim`` and ``metric``), used instead of loading ``model_spec``. ``shard`` (``"i/N"``):
+    only embed that shard's images (into the cache) and return ``{"shard", "images", "embeddings"}``; the
+    same call without ``shard`` then assembles the N shards' embeddings and scores them.
     """
     from mfrbench.embedders import load_model
     from mfrbench.results import check_store, store_paths
@@ -552,6 +573,15 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     model = model if model is not None else load_model(model_spec)
     metric = getattr(model, "metric", "cosine")
     prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
+    if shard is not None:  # issue 15: the embedding step only, for one shard
+        from mfrbench.merge import shard_embeddings_path
+        from mfrbench.shards import Shard
+
+        sh = Shard.parse(shard)
+        embed(model, prep, cfg, progress=progress, shard=sh)
+        cache_file = prep.work / f"emb-{model.info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
+        return {"shard": str(sh), "images": sum(sh.owns(p) for p in prep.images.crop_path[prep.ok]),
+                "of": int(prep.ok.sum()), "embeddings": str(shard_embeddings_path(cache_file, sh))}
     E = embed(model, prep, cfg, progress=progress)
     ver = verify(E, prep, metric, cfg, progress=progress)
     ident = identify(E, prep, metric, cfg)

@@ -475,7 +475,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                      manifest: "str | os.PathLike | None" = None, limit: int | None = None, workers: int = 1,
                      seed: int = 0, batch_size: int | None = None, resume: bool = True, progress: bool = True,
                      config_extra: dict | None = None, cfg: GenerateConfig | None = None,
-                     dedupe: bool = True, shard: "str | None" = None) -> dict:
+                     dedupe: bool = True, shard: "str | None" = None, engine: str = "local") -> dict:
     """Mask a whole dataset into ``out_dir``; return the manifest metadata (counts, config).
 
     Args:
@@ -503,6 +503,8 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
         dedupe: of inputs with the same bytes, all but the smallest key become ``duplicate`` skipped rows.
         shard: ``"i/N"`` or a :class:`~mfrbench.shards.Shard`: mask only that shard's inputs into
             ``out_dir``, a shard folder that ``mfrbench merge`` joins with the others.
+        engine: ``local`` (a pool of ``workers`` processes) or ``ray`` (``workers`` Ray actors,
+            :mod:`mfrbench.ray_engine`); the output is the same.
 
     ``manifest.json`` gets ``"generator"``: the generator's :class:`GeneratorIdentity` as a dict
     (read it back with :func:`read_generator_identity`).
@@ -550,7 +552,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                                            "cfg": asdict(cfg), "from_manifest": manifest is not None},
                            seed=seed, workers=workers, total=total, resume=resume, dedupe=dedupe,
                            desc=f"{ident.variant} {name}", progress=progress,
-                           extra_meta=extra_meta, chunk=batch_size, shard=Shard.parse(shard))
+                           extra_meta=extra_meta, chunk=batch_size, shard=Shard.parse(shard), engine=engine)
 
 
 def save_sample_grid(out_dir: "str | os.PathLike", out_png: "str | os.PathLike | None" = None, *, n: int = 8,

@@ -26,6 +26,7 @@ import heapq
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from array import array
@@ -256,3 +257,48 @@ def merge_shards(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike]
     atomic_write_bytes(out / MANIFEST_JSON, json.dumps(meta, indent=2).encode())
     log.info("merged %d shards into %s: %d rows", len(shards), out, meta["inputs"])
     return meta
+
+
+# --------------------------------------------------------------------------- eval: embedding shards
+_EMB_SHARD = re.compile(r"\.shard-(\d+)-of-(\d+)$")
+
+
+def shard_embeddings_path(cache: Path, shard: Shard) -> Path:
+    """Where ``eval --shard i/N`` writes its part of the embeddings file ``cache`` (next to it)."""
+    return cache.with_name(f"{cache.stem}.shard-{shard.index}-of-{shard.count}{cache.suffix}")
+
+
+def assemble_embeddings(cache: Path, paths: list[str], info: dict, *, flip: bool) -> bool:
+    """Join the shard files of ``cache`` (``eval --shard``) into ``cache``; ``False`` when there are none.
+
+    Each shard file must hold exactly its shard's images of ``paths``, embedded by the same model; a
+    missing shard, or shard files of several N, is a one-line error naming them.
+    """
+    from mfrbench.evaluate import load_embeddings, save_embeddings
+    from mfrbench.shards import shard_of
+
+    found: dict[int, dict[int, Path]] = {}
+    for f in sorted(cache.parent.glob(f"{cache.stem}.shard-*-of-*{cache.suffix}")):
+        m = _EMB_SHARD.search(f.name[: -len(cache.suffix)] if cache.suffix else f.name)
+        if m:
+            found.setdefault(int(m.group(2)), {})[int(m.group(1))] = f
+    if not found:
+        return False
+    if len(found) > 1:
+        raise MfrbenchError(f"embedding shards of {' and '.join(str(n) for n in sorted(found))} shards in "
+                            f"{cache.parent} for {cache.name}: delete the stale ones")
+    (n, have), = found.items()
+    missing = [f"{i}/{n}" for i in range(n) if i not in have]
+    if missing:
+        raise MfrbenchError(f"embeddings of shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing in "
+                            f"{cache.parent} (have {', '.join(f'{i}/{n}' for i in sorted(have))}): run the same "
+                            "eval with --shard for them")
+    owner = np.array([shard_of(p, n) for p in paths], np.int64)
+    parts = {i: load_embeddings(f, model_info=info, keys=[p for p, o in zip(paths, owner) if o == i])
+             for i, f in have.items()}                             # each checked: its images exactly, this model
+    out = np.zeros((len(paths), parts[0].shape[1]), np.float32)     # (n_images, D); D checked by load_embeddings
+    for i, emb in parts.items():
+        out[owner == i] = emb
+    save_embeddings(cache, out, paths, info, flip=flip)
+    log.info("assembled %d embedding shards into %s", n, cache)
+    return True

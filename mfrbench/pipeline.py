@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mfrbench.datasets import FaceRecord
-from mfrbench.errors import SkipImage
+from mfrbench.errors import MfrbenchError, SkipImage
 from mfrbench.manifest import ManifestWriter
 from mfrbench.shards import InputTally, Shard, shard_record, take
 
@@ -157,16 +157,32 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
             yield from pending.popleft().get()
 
 
+ENGINES = ("local", "ray")
+
+
+def engine_map(engine: str) -> Callable[..., Iterator[dict]]:
+    """The ``map_records`` of an engine: this module's process pool, or Ray Data's (``pip install mfrbench[ray]``)."""
+    if engine == "local":
+        return map_records
+    if engine == "ray":
+        from mfrbench.ray_engine import map_records as ray_map
+
+        return ray_map
+    raise MfrbenchError(f"Expected an engine in {', '.join(ENGINES)}, but got {engine!r}")
+
+
 def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *, kind: str, config: dict,
                     factory: Callable[..., Worker], factory_kwargs: dict, seed: int | None = None,
                     workers: int = 1, total: int | None = None, resume: bool = True, dedupe: bool = True,
                     desc: str = "images", progress: bool = True, extra_meta: dict | None = None,
-                    chunk: int = 8, shard: Shard | None = None) -> dict:
+                    chunk: int = 8, shard: Shard | None = None, engine: str = "local") -> dict:
     """Process ``records`` into ``out_dir`` and return the manifest metadata (with counts).
 
     ``chunk``: records per worker task (and per ``process_batch`` call). ``shard``: process only
     that shard's records; ``out_dir`` becomes a shard folder (its config and ``manifest.json`` name the
-    shard and count every listed input, for ``mfrbench merge``).
+    shard and count every listed input, for ``mfrbench merge``). ``engine``: ``local`` (a process
+    pool of ``workers``) or ``ray`` (``workers`` Ray actors, :mod:`mfrbench.ray_engine`); the output
+    does not depend on it.
     """
     from tqdm import tqdm
 
@@ -191,7 +207,7 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
     bar = tqdm(total=total, initial=len(done) if total else 0, desc=desc, unit="img", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     try:
-        for row in map_records(todo(), factory, factory_kwargs, workers=workers, chunk=chunk):
+        for row in engine_map(engine)(todo(), factory, factory_kwargs, workers=workers, chunk=chunk):
             if row["status"] == "ok":
                 _claim_outputs(row, claimed)
             writer.add(row)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mfrbench.cli import cli
-from mfrbench.cli.options import dataset_opt, limit_opt, root_opt, shard_opt, workers_opt
+from mfrbench.cli.options import dataset_opt, engine_opt, limit_opt, root_opt, shard_opt, workers_opt
 
 
 @cli.command("datasets")
@@ -46,9 +46,10 @@ def datasets_cmd(data_root: str | None) -> None:
               help="Continue an interrupted run in --out (same arguments required).")
 @click.option("--grid/--no-grid", default=True, show_default=True, help="Save a sample grid of crops.")
 @shard_opt
+@engine_opt
 def align_cmd(dataset: str, root: str | None, out: str, limit: int | None, workers: int, detector: str,
               landmarker: str, landmarks: str, score_threshold: float, size: int, fmt: str, keep_duplicates: bool,
-              resume: bool, grid: bool, shard: str | None) -> None:
+              resume: bool, grid: bool, shard: str | None, engine: str) -> None:
     """Detect faces, find 5 (and 68) landmarks, and write ArcFace-aligned crops + a manifest.
 
     Every input image ends as one manifest row: ok, or skipped with a reason.
@@ -67,7 +68,7 @@ def align_cmd(dataset: str, root: str | None, out: str, limit: int | None, worke
     cfg = AlignConfig(detector=detector, landmarker=landmarker, landmarks=landmarks, score_threshold=score_threshold,
                       size=size, ext="." + fmt)
     meta = align_dataset(ds, out, limit=limit, workers=workers, cfg=cfg, resume=resume, dedupe=not keep_duplicates,
-                         shard=shard)
+                         shard=shard, engine=engine)
     click.echo(_summary(meta, out))
     if grid and meta["ok"]:
         click.echo(f"sample grid: {manifest_grid(out, Path(out) / 'grid.png', show='lmk5_crop')}")

@@ -62,8 +62,11 @@ def _fmt(v, pct: bool = True) -> str:
               help="Bootstrap replicates for the confidence intervals.")
 @seed_opt
 @workers_opt
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only embed shard I of N of the benchmark's images into the cache (shared by all shards); the "
+                   "same eval without --shard then assembles the N shards and scores them.")
 def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache_dir, flip, gallery_rule, fallback,
-             allow_missing, generator, generator_args, n_boot, seed, workers) -> None:
+             allow_missing, generator, generator_args, n_boot, seed, workers, shard) -> None:
     """Evaluate a recognizer on a benchmark; append one row to the results store.
 
     Writes a row to RESULTS/evals.csv (never overwritten), breakdown rows to
@@ -102,7 +105,11 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
         proto_kw["masker"] = generator_factory
     cfg = EvalConfig(benchmark=benchmark, root=root, seed=seed, flip=flip, gallery_rule=gallery_rule,
                      n_boot=n_boot, fallback=fallback, allow_missing=allow_missing, protocol_kwargs=proto_kw)
-    row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers)
+    row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers, shard=shard)
+    if shard is not None:
+        click.echo(f"shard {row['shard']}: {row['images']} of {row['of']} images embedded into {row['embeddings']}; "
+                   "when every shard is done, run this eval without --shard")
+        return
     click.echo(f"{benchmark} | {row.get('model')} | acc {_fmt(row.get('acc'))} ± {_fmt(row.get('acc_std'))} | "
                f"TAR@FAR=1e-3 {_fmt(row.get('tar_far_1e-3'))} [{_fmt(row.get('tar_far_1e-3_lo'))}, "
                f"{_fmt(row.get('tar_far_1e-3_hi'))}] | Rank-1 {_fmt(row.get('rank1'))} | "

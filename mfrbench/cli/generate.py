@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mfrbench.cli import cli
-from mfrbench.cli.options import limit_opt, root_opt, seed_opt, shard_opt, workers_opt
+from mfrbench.cli.options import engine_opt, limit_opt, root_opt, seed_opt, shard_opt, workers_opt
 from mfrbench.datasets import list_datasets
 
 # Method-specific options: forwarded only to methods whose factory names the parameter.
@@ -79,13 +79,14 @@ def _method_kwargs(method: str, given: dict) -> dict:
 @click.option("--grid/--no-grid", default=True, show_default=True,
               help="Save grid.png: input | masked | mask map for a few samples.")
 @shard_opt
+@engine_opt
 def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, manifest: str | None,
                  mask_type: str | None, color: str | None, color_weight: float | None, texture: str | None,
                  wearing: str | None, checkpoint: str | None, seg_checkpoint: str | None, reference: str | None,
                  reference_mode: str | None,
                  seed: int, workers: int, limit: int | None,
                  batch_size: int | None, fmt: str, landmarker: str, keep_duplicates: bool, resume: bool,
-                 grid: bool, shard: str | None) -> None:
+                 grid: bool, shard: str | None, engine: str) -> None:
     """Mask every face of a dataset: masked images, exact mask maps, and a manifest.
 
     Each input ends as one manifest row (ok, or skipped with a reason) with the mask's style,
@@ -121,7 +122,7 @@ def generate_cmd(method: str, dataset: str | None, root: str | None, out: str, m
     cfg = GenerateConfig(ext="." + fmt, landmarker=landmarker)
     meta = generate_dataset(generator_factory(method, **kwargs), out, dataset=ds, manifest=manifest, limit=limit,
                             workers=workers, seed=seed, batch_size=batch_size, resume=resume, cfg=cfg,
-                            dedupe=not keep_duplicates, shard=shard)
+                            dedupe=not keep_duplicates, shard=shard, engine=engine)
     reasons = ", ".join(f"{k}={v}" for k, v in meta["skip_reasons"].items()) or "none"
     tag = " [SYNTHETIC]" if meta.get("synthetic") else ""
     click.echo(f"{meta['inputs']} inputs: {meta['ok']} ok, {meta['skipped']} skipped ({reasons}){tag}")

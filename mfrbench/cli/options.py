@@ -18,3 +18,6 @@ seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="
 shard_opt = click.option("--shard", default=None, metavar="I/N",
                          help="Process only shard I of N (0 <= I < N, by the key's digest) into --out, a shard "
                               "folder; join the N folders with `mfrbench merge` (Slurm: `mfrbench slurm-script`).")
+engine_opt = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                          help="local: a pool of --workers processes; ray: --workers Ray actors on the cluster "
+                               "ray.init() finds (pip install 'mfrbench[ray]'). Same output either way.")
