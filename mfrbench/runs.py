@@ -135,9 +135,9 @@ def load_checkpoint(run_or_file: str | os.PathLike, map_location: str | torch.de
     except pickle.UnpicklingError as err:
         # torch's text goes on to suggest weights_only=False, i.e. running the file's code: never pass that on.
         if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise MfrbenchError(f"refusing to load {p}: it holds Python objects, not only tensors and plain values "
-                                "(not a checkpoint mfrbench wrote, or a crafted one); it is never unpickled: give a "
-                                "run folder written by mfrbench") from err
+            raise MfrbenchError(f"cannot read checkpoint {p}: it holds Python objects, not only tensors and plain "
+                                "values (not a checkpoint mfrbench wrote, or a crafted one), and such a file is never "
+                                "unpickled: give a run folder written by mfrbench") from err
         raise _unreadable(p, err) from err
     except Exception as err:  # truncated / not a checkpoint: say which file
         raise _unreadable(p, err) from err

@@ -147,6 +147,9 @@ def _aligned_manifest(spec: str, cache: Path, *, masked: bool, limit: int | None
                                               for f in walk_images(root)))
     elif spec in DATASETS:
         ds = create_dataset(spec)
+    elif not p.exists():  # issue 12: say so, not "no face was found"
+        raise MfrbenchError(f"{spec} does not exist: give an aligned manifest folder, an image folder or a dataset "
+                            f"name ({', '.join(DATASETS.names())})")
     else:
         raise MfrbenchError(f"{spec} is neither an aligned manifest, an image folder nor a dataset name")
     cfg = AlignConfig(landmarker="none", size=align_size, ext=".png")

@@ -75,7 +75,6 @@ def train_gen_cmd(method, faces, masks, out, profile, config_file, sets, size, s
     """
     from mfrbench.generators.gan.train import train_gan
 
-    _require_inputs(faces=faces, masks=masks)
     train = {"size": int(size) if size else None, "steps": steps, "batch_size": batch_size, "lr": lr,
              "max_faces": max_faces, "max_masks": max_masks, "seed": seed, "amp": amp, "log_every": log_every,
              "sample_every": sample_every, "ckpt_every": ckpt_every}
@@ -90,17 +89,6 @@ def train_gen_cmd(method, faces, masks, out, profile, config_file, sets, size, s
                f"{summary['masks']} masked photos")
     click.echo(f"losses: {losses}")
     click.echo(f"checkpoint: {summary['checkpoint']}\nsamples: {summary['samples']}")
-
-
-def _require_inputs(**specs: str | None) -> None:
-    """``--faces NOPE``: "does not exist", before any work (a spec is a path or a dataset name)."""
-    from mfrbench.datasets import DATASETS
-    from mfrbench.errors import MfrbenchError
-
-    for opt, spec in specs.items():
-        if spec and not Path(spec).exists() and spec not in DATASETS:
-            raise MfrbenchError(f"--{opt} {spec} does not exist: give an aligned manifest folder, an image folder "
-                                f"or a dataset name ({', '.join(DATASETS.names())})")
 
 
 def _split_sets(items: tuple[str, ...]) -> tuple[list[str], list[str]]:
