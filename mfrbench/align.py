@@ -49,8 +49,19 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def template_for(size: int = 112) -> np.ndarray:
-    """The ArcFace template scaled to ``size`` (insightface scales 112 -> 128 etc. the same way)."""
-    return ARCFACE_TEMPLATE * (size / 112.0)
+    """The ArcFace 5-point template of a ``size`` x ``size`` crop, placed as insightface's ``norm_crop`` places it.
+
+    insightface (``python-package/insightface/utils/face_align.py``, ``estimate_norm``): a size divisible by
+    112 scales the 112-px template by ``size / 112``; one divisible by 128 scales it by ``size / 128`` and
+    shifts it right by ``8 * size / 128`` (at 128 px: the 112-px crop's face at the same scale, with 8 px
+    more on each side and 16 px more below). Other sizes (insightface refuses them) scale by ``size / 112``.
+    So 224 is the 112 crop enlarged, while 128 and 256 show more around the same face.
+    """
+    if size % 112 == 0 or size % 128 != 0:
+        return ARCFACE_TEMPLATE * np.float32(size / 112.0)
+    t = ARCFACE_TEMPLATE * np.float32(size / 128.0)
+    t[:, 0] += np.float32(8.0 * size / 128.0)
+    return t
 
 
 def estimate_norm(lmk5: np.ndarray, size: int = 112) -> np.ndarray:
@@ -82,9 +93,13 @@ class AlignConfig:
     ext: str = ".jpg"
     quality: int = 95
     min_side: int = 32
+    model_pack: str = ""            # --detector insightface: the user's insightface model pack folder
 
     def __post_init__(self) -> None:
         check_face_options(self.detector, self.landmarker, self.score_threshold)
+        if self.detector == "insightface" and not self.model_pack:
+            raise MfrbenchError("--detector insightface needs --model-pack DIR (a folder holding the pack's "
+                                "det_*.onnx, e.g. ~/.insightface/models/buffalo_l)")
         if self.size < 16:
             raise MfrbenchError(f"--size must be at least 16 px (the ArcFace template needs room), got {self.size}")
         if not 1 <= self.quality <= 100:
@@ -112,7 +127,8 @@ class Aligner:
         self.cfg = AlignConfig(**cfg)
         self.out_dir = Path(out_dir)
         self._det = None
-        self._det_factory = lambda: DETECTORS.create(self.cfg.detector, score_threshold=self.cfg.score_threshold)
+        self._det_factory = lambda: DETECTORS.create(self.cfg.detector, score_threshold=self.cfg.score_threshold,
+                                                     model_pack=self.cfg.model_pack or None)
         self.lm = create_landmarker(self.cfg.landmarker)
         self.lm_name = getattr(self.lm, "name", "none")
 
@@ -183,7 +199,7 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
 
     cfg = cfg or AlignConfig()
     config = {"stage": "align", "dataset": ds.name, "root": str(ds.root), "limit": limit, "dedupe": dedupe,
-              **asdict(cfg)}
+              **{k: v for k, v in asdict(cfg).items() if k != "model_pack" or v}}  # runs without a pack resume
     total = limit if limit is not None else ds.count()
     return process_records(ds.records(limit), out_dir, kind="aligned", config=config, factory=Aligner,
                            factory_kwargs={"out_dir": str(out_dir), "cfg": asdict(cfg)}, workers=workers,

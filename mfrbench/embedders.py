@@ -6,6 +6,8 @@
   ``dlib``: dlib's ResNet (``<models>/dlib/dlib_face_recognition_resnet_model_v1.dat``, CC0,
   128-d, trained by Davis King on about 3M unmasked faces), runnable offline, so benchmarks
   work without training anything;
+* ``insightface:PATH.onnx``: a user's insightface model-zoo recognizer, through
+  ``insightface.model_zoo`` (:class:`InsightFaceEmbedder`, optional extra ``[insightface]``);
 * a ``train-fr`` run directory, checkpoint or ``.onnx`` file, through the loader registered with
   :func:`register_run_loader` (the CLI registers :func:`mfrbench.recognizers.embed.load_embedder`;
   the core never imports the recognizers) or given as ``run_loader``.
@@ -111,6 +113,64 @@ def dlib(**kw) -> DlibEmbedder:
     return DlibEmbedder(**kw)
 
 
+# --------------------------------------------------------------------------- insightface interop (issue 15)
+INSIGHTFACE_PREFIX = "insightface:"
+
+
+class InsightFaceEmbedder:
+    """A user's insightface model-zoo recognizer (``w600k_r50.onnx``, ``glintr100.onnx``, ...) through
+    ``insightface.model_zoo`` (``pip install 'mfrbench[insightface]'``; ``eval --model insightface:FILE.onnx``).
+
+    insightface's own ``ArcFaceONNX.get_feat`` does the preprocessing (BGR in, RGB to the network, its
+    ``(x - 127.5) / 127.5`` unless the graph normalises itself), so a model behaves as it does in
+    insightface; on an ONNX file of ours it gives our ONNX path's embeddings (tests/test_insightface_interop.py).
+    Raw embeddings, cosine similarity; ``flip=True`` adds the mirrored crop's embedding.
+    """
+
+    metric = "cosine"
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 64, device: str | None = None) -> None:
+        try:
+            from insightface import model_zoo
+        except ImportError as err:
+            raise MfrbenchError("--model insightface:FILE needs insightface: pip install 'mfrbench[insightface]'") \
+                from err
+        from mfrbench.runs import choose_device
+
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise MfrbenchError(f"no insightface model at {p} (give --model insightface:PATH.onnx)")
+        cuda = choose_device(device).type == "cuda"
+        providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+        m = model_zoo.get_model(str(p), providers=providers)
+        if m is None or not hasattr(m, "get_feat"):
+            raise MfrbenchError(f"{p} is not a recognizer: insightface.model_zoo reads it as "
+                                f"{getattr(m, 'taskname', type(m).__name__)}")
+        m.prepare(ctx_id=0 if cuda else -1)
+        self._m = m
+        self.batch_size = batch_size
+        self.embedding_dim = int(m.output_shape[1])
+        self.info: dict[str, Any] = {
+            "model": f"insightface:{p.name}", "backbone": f"insightface:{p.stem}", "loss": "",
+            "embedding_dim": self.embedding_dim, "train_data": "", "generator": "none", "generator_family": "none",
+            "generator_hash": "", "run_dir": "", "config_hash": _file_hash(p), "model_path": str(p.resolve()),
+            "metric": "cosine",
+        }
+
+    def embed(self, images: np.ndarray, *, flip: bool = False) -> np.ndarray:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            got = f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray) else type(images)
+            raise ValueError(f"Expected uint8 images of shape (N, H, W, 3) RGB, but got {got}")
+        out = np.zeros((len(images), self.embedding_dim), np.float32)
+        for i in range(0, len(images), self.batch_size):
+            bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images[i:i + self.batch_size]]
+            emb = np.asarray(self._m.get_feat(bgr), np.float32)
+            if flip:
+                emb = emb + np.asarray(self._m.get_feat([np.ascontiguousarray(b[:, ::-1]) for b in bgr]), np.float32)
+            out[i:i + len(bgr)] = emb
+        return out
+
+
 _RUN_LOADER: list[Callable[..., Any]] = []
 
 
@@ -125,6 +185,8 @@ def load_model(spec: str | os.PathLike, *, run_loader: Callable[..., Any] | None
     s = str(spec)
     if s in REFERENCE_EMBEDDERS.names():
         return REFERENCE_EMBEDDERS.create(s, **kw)
+    if s.startswith(INSIGHTFACE_PREFIX):  # issue 15: a user's insightface model-zoo recognizer
+        return InsightFaceEmbedder(s[len(INSIGHTFACE_PREFIX):], **kw)
     p = Path(s)
     if not p.exists():
         raise MfrbenchError(f"no model {s!r}: expected a train-fr run directory, a checkpoint, an .onnx file or one "

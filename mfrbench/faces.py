@@ -10,6 +10,8 @@ Backends (registries ``DETECTORS`` and ``LANDMARKERS``):
 * ``mediapipe``: MediaPipe face mesh (Apache-2.0, ``<models>/mediapipe/``) run with
   ``ai-edge-litert``, 468 -> 68 points through the kit's index map. Permissive fallback.
 * ``none``: no 68 points (alignment only needs 5).
+* ``insightface`` (detector): SCRFD from a user's insightface model pack (``--model-pack DIR``),
+  through ``insightface.model_zoo`` (optional extra ``[insightface]``).
 
 Images are RGB ``uint8`` everywhere in this module. Big photos are downscaled to at most
 ``max_side`` px for detection only (coordinates are mapped back), which keeps detection time
@@ -105,6 +107,56 @@ class YuNet(Detector):
 @DETECTORS.register
 def yunet(**kw) -> Detector:
     return YuNet(**kw)
+
+
+# --------------------------------------------------------------------------- insightface (issue 15)
+def _insightface_model_zoo():
+    try:
+        from insightface import model_zoo
+    except ImportError as err:
+        raise MfrbenchError("the insightface backends need insightface: pip install 'mfrbench[insightface]'") from err
+    return model_zoo
+
+
+class InsightFaceDetector(Detector):
+    """The face detector of a user's insightface model pack (SCRFD ``det_*.onnx``), through ``insightface.model_zoo``.
+
+    The packs (``buffalo_l``, ...) are the user's own: insightface downloads them at run time and licenses
+    them for non-commercial research, so mfrbench never fetches one. Box + 5 points in ArcFace order.
+    """
+
+    name = "insightface"
+
+    def __init__(self, model_pack: str | None = None, score_threshold: float = 0.5, det_size: int = 640,
+                 **_: object) -> None:  # max_side / pad_retry (YuNet's) do not apply: SCRFD letterboxes itself
+        from pathlib import Path
+
+        if not model_pack:
+            raise MfrbenchError("--detector insightface needs --model-pack DIR (a folder holding the pack's "
+                                "det_*.onnx, e.g. ~/.insightface/models/buffalo_l)")
+        pack = Path(model_pack).expanduser()
+        cands = sorted(pack.glob("det*.onnx")) if pack.is_dir() else [pack]
+        if not cands or not cands[0].is_file():
+            raise MfrbenchError(f"no detector in the model pack {pack} (expected a det_*.onnx file)")
+        m = _insightface_model_zoo().get_model(str(cands[0]), providers=["CPUExecutionProvider"])
+        if getattr(m, "taskname", "") != "detection":
+            raise MfrbenchError(f"{cands[0]} is not a face detector (insightface reads it as "
+                                f"{getattr(m, 'taskname', type(m).__name__)})")
+        m.prepare(ctx_id=-1, input_size=(det_size, det_size), det_thresh=score_threshold)
+        self._m = m
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        bboxes, kpss = self._m.detect(_cv2().cvtColor(rgb, _cv2().COLOR_RGB2BGR), max_num=0)
+        if kpss is None:
+            raise MfrbenchError("this insightface detector gives no 5 points: use a pack with an SCRFD *_kps model")
+        return [Face(np.asarray(b[:4], np.float32), float(b[4]), np.asarray(k, np.float32).reshape(5, 2))
+                for b, k in zip(bboxes, kpss)]
+
+
+@DETECTORS.register
+def insightface(**kw) -> Detector:
+    """SCRFD from a user's insightface model pack (``--model-pack DIR``; ``pip install 'mfrbench[insightface]'``)."""
+    return InsightFaceDetector(**kw)
 
 
 # --------------------------------------------------------------------------- 68 points

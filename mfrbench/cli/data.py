@@ -33,7 +33,11 @@ def datasets_cmd(data_root: str | None) -> None:
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (crops + manifest).")
 @limit_opt
 @workers_opt
-@click.option("--detector", default="yunet", show_default=True, help="Face detector backend.")
+@click.option("--detector", default="yunet", show_default=True,
+              help="Face detector backend: yunet, or insightface (SCRFD from --model-pack).")
+@click.option("--model-pack", type=click.Path(exists=True), default=None, metavar="DIR",
+              help="--detector insightface: your insightface model pack (e.g. ~/.insightface/models/buffalo_l); "
+                   "needs pip install 'mfrbench[insightface]'.")
 @click.option("--landmarker", default="auto", show_default=True,
               help="68-point model: pfld, mediapipe, none, or auto (pfld if present, else mediapipe).")
 @click.option("--landmarks", type=click.Choice(["auto", "detect", "annotations"]), default="auto", show_default=True,
@@ -49,7 +53,7 @@ def datasets_cmd(data_root: str | None) -> None:
 @engine_opt
 def align_cmd(dataset: str, root: str | None, out: str, limit: int | None, workers: int, detector: str,
               landmarker: str, landmarks: str, score_threshold: float, size: int, fmt: str, keep_duplicates: bool,
-              resume: bool, grid: bool, shard: str | None, engine: str) -> None:
+              resume: bool, grid: bool, shard: str | None, engine: str, model_pack: str | None) -> None:
     """Detect faces, find 5 (and 68) landmarks, and write ArcFace-aligned crops + a manifest.
 
     Every input image ends as one manifest row: ok, or skipped with a reason.
@@ -66,7 +70,7 @@ def align_cmd(dataset: str, root: str | None, out: str, limit: int | None, worke
 
     ds = create_dataset(dataset, root)
     cfg = AlignConfig(detector=detector, landmarker=landmarker, landmarks=landmarks, score_threshold=score_threshold,
-                      size=size, ext="." + fmt)
+                      size=size, ext="." + fmt, model_pack=str(Path(model_pack).resolve()) if model_pack else "")
     meta = align_dataset(ds, out, limit=limit, workers=workers, cfg=cfg, resume=resume, dedupe=not keep_duplicates,
                          shard=shard, engine=engine)
     click.echo(_summary(meta, out))
