@@ -149,13 +149,34 @@ def test_dataset_report_on_the_gallery_manifest(swept):
     assert "symlink_loop" in out and "not_regular" in out
 
 
-def test_train_fr_on_the_raw_gallery_folder(swept, tmp_path):
-    """train-fr --data <identity>/<image> folder: the FIFO, loop and dangling link are left out, nothing hangs."""
+@pytest.fixture(scope="module")
+def fr_run(swept):
+    """train-fr --data <the raw gallery folder>: the FIFO, loop and dangling link are left out, nothing hangs."""
     tmp = swept[0]
-    _invoke("train-fr", "--data", tmp / "gallery", "--out", tmp_path / "fr", "--backbone", "mobilefacenet",
+    _invoke("train-fr", "--data", tmp / "gallery", "--out", tmp / "fr", "--backbone", "mobilefacenet",
             "--embedding-dim", 8, "--epochs", 1, "--batch-size", 4, "--workers", 0, "--val-identities", 0,
             "--device", "cpu", "--no-progress")
-    assert (tmp_path / "fr" / "checkpoints" / "last.pt").is_file()
+    return tmp / "fr"
+
+
+def test_train_fr_on_the_raw_gallery_folder(fr_run):
+    assert (fr_run / "checkpoints" / "last.pt").is_file()
+
+
+def test_eval_on_a_folder_benchmark_made_of_galleries(swept, fr_run, models_root):
+    """eval --benchmark folder over masked/ and unmasked/ galleries: one row, bad images never fatal."""
+    from mfrbench.results import read_results
+
+    bench = swept[0] / "bench"
+    make_gallery(bench / "masked")
+    make_gallery(bench / "unmasked")
+    before = _tree(swept[0])
+    out = _invoke("eval", "--run", fr_run, "--benchmark", "folder", "--root", bench, "--results",
+                  swept[0] / "res", "--cache", swept[0] / "cache", "--bootstrap", 10, "--no-flip")
+    rows = read_results(swept[0] / "res")
+    assert len(rows) == 1 and rows["benchmark"][0] == "folder" and "coverage" in out
+    changed = {k for k, v in _tree(swept[0]).items() if before.get(k) != v}
+    assert all(k.split("/")[0] in ("res", "cache") for k in changed), sorted(changed)[:5]
 
 
 def test_quality_fid_reads_the_gallery_as_real_photos(swept, monkeypatch):
@@ -171,7 +192,7 @@ def test_quality_fid_reads_the_gallery_as_real_photos(swept, monkeypatch):
                         + np.random.default_rng(len(x)).normal(size=(len(x), 8)))
     generated = sorted(str(p) for p in (tmp / "aligned" / "images").rglob("*.jpg"))
     cols, notes = fid_kid(tmp / "gallery", generated, real_limit=None, kid_subset=5, seed=0, progress=False)
-    unreadable = [k for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")]  # FID: any size
+    unreadable = [k for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")]  # any size
     assert cols["n_real"] == len(exp) - len(unreadable)
     assert f"{len(unreadable)} real images unreadable and left out (" in " ".join(notes)
 
