@@ -524,11 +524,14 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (25
 
 def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True, device: str | None = None,
                    progress: bool = True, grid: int = 32) -> dict:
-    """``mfrbench segment``: one PNG per image (same stem, same size as the input, 1 = mask pixel).
+    """``mfrbench segment``: one PNG per image (same size as the input, 1 = mask pixel).
+
+    A map is named after the input's whole relative path, with ``.png`` added unless it already ends so
+    (``p1/a.jpg`` -> ``p1/a.jpg.png``, ``p1/a.png`` -> ``p1/a.png``: :func:`mfrbench.imageio.output_rel`), so
+    inputs that differ only in extension keep one map each.
 
     Also writes ``OUT/grid.png``: the first ``grid`` images with their predicted mask tinted red.
-    The PNG maps go to ``OUT/<relative path>.png``; ``grid.png`` is not an input name unless an
-    input is called ``grid``.
+    ``grid.png`` is not a map's name unless an input is called ``grid.png`` or ``grid``.
     """
     import cv2
 
@@ -554,7 +557,15 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
         else:
             full = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         mask = (full >= seg.threshold).astype(np.uint8)
-        dest = out_dir / Path(row["file"]).with_suffix(".png")
+        from mfrbench.errors import SkipImage
+        from mfrbench.imageio import output_rel, safe_output_path
+
+        try:  # issue 12: a.jpg and a.png get a.jpg.png and a.png, not one a.png
+            dest = safe_output_path(out_dir, output_rel(row["file"], ".png", folder=""))
+        except SkipImage as skip:
+            row.update(status="skipped", reason=skip.reason)
+            continue
+        row["out"] = dest.relative_to(out_dir.resolve()).as_posix()
         _save_gray_png(dest, mask)
         n_ok += 1
         if len(previews) < grid:

@@ -9,6 +9,7 @@ the kit-free detector / landmark model come from ``test_bad_input_gallery``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -209,3 +210,44 @@ def test_generate_from_raw_gallery_photos(swept, tmp_path, models_root):
         got = "ok" if r.status == "ok" else r.reason.split(":")[0]
         assert got == exp[r.key] or (exp[r.key] == "ok" and got == "no_face"), (r.key, got)
     assert _tree(tmp) == before
+
+
+@pytest.fixture(scope="module")
+def aux_runs(swept):
+    """Seg and Det runs (2 smoke steps each) trained on mtf output of the aligned gallery."""
+    tmp = swept[0]
+    if not (tmp / "masked" / "manifest.csv").is_file():
+        _invoke("generate", "--method", "mtf", "--mask-type", "plain", "--manifest", tmp / "aligned",
+                "--out", tmp / "masked", "--no-grid")
+    for module in ("seg", "det"):
+        _invoke("train-aux", "--module", module, "--data", tmp / "masked", "--faces", tmp / "aligned", "--out",
+                tmp / module, "--profile", "smoke", "--steps", 2, "--device", "cpu", "--no-progress")
+    return tmp / "seg", tmp / "det"
+
+
+def test_segment_over_the_gallery(swept, aux_runs):
+    """segment: one map per readable input (same-stem inputs keep their own), a reason for every other one."""
+    tmp, exp = swept[0], swept[1]
+    before = _tree(tmp / "gallery")
+    out = _invoke("segment", "--checkpoint", aux_runs[0], "--input", tmp / "gallery", "--out", tmp / "segout",
+                  "--no-align")
+    written, total = (int(x) for x in re.search(r"(\d+) of (\d+) images segmented", out).groups())
+    skipped = {line.split(": ")[0][len("skipped "):]: line.split(": ")[1] for line in out.splitlines()
+               if line.startswith("skipped ")}
+    readable = {k for k, v in exp.items() if v in ("ok", "duplicate", "no_identity", "too_small")}  # any size here
+    assert total == len(exp) and written == len(readable) and written + len(skipped) == total
+    assert set(skipped) == set(exp) - readable
+    maps = [p for p in (tmp / "segout").rglob("*.png") if p.name != "grid.png"]
+    assert len(maps) == written, "two inputs share a map file"
+    assert _tree(tmp / "gallery") == before
+
+
+def test_detect_parts_over_the_gallery(swept, aux_runs):
+    """detect-parts: one CSV row per listed input, ok or skipped with the reason."""
+    tmp, exp = swept[0], swept[1]
+    _invoke("detect-parts", "--checkpoint", aux_runs[1], "--input", tmp / "gallery", "--out", tmp / "parts.csv",
+            "--no-align")
+    df = pd.read_csv(tmp / "parts.csv", keep_default_na=False)
+    assert sorted(df["file"]) == sorted(exp)
+    bad = {r.file: r.reason.split(":")[0] for r in df.itertuples() if r.status != "ok"}
+    assert bad == {k: v for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")}

@@ -73,7 +73,9 @@ def train_aux_cmd(module, masked, unmasked, out, profile, config_file, sets, ste
               help="Detect + align each face (YuNet) and warp the map back; --no-align for aligned crops.")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N [default: auto].")
 def segment_cmd(checkpoint, inputs, out, align, device) -> None:
-    """Predict the mask region: one PNG per input image (same stem and size, 1 = mask pixel, 0 = not).
+    """Predict the mask region: one PNG per input image (same size, 1 = mask pixel, 0 = not).
+
+    Each map is named after the input's file name, .png added unless it ends so (a.jpg -> a.jpg.png).
 
     \b
     Examples:
