@@ -117,7 +117,7 @@ def test_seg_and_det_train_and_their_clis(work, tmp_path):
                                    str(tmp_path / "maps"), "--no-align"])
     assert res.exit_code == 0, res.output
     for p in crops.iterdir():
-        m = load_rgb(tmp_path / "maps" / (p.stem + ".png"), min_side=1)
+        m = load_rgb(tmp_path / "maps" / (p.name + ".png"), min_side=1)  # a.jpg -> a.jpg.png (output_rel)
         assert m.shape[:2] == load_rgb(p, min_side=1).shape[:2] and set(np.unique(m)) <= {0, 1}
 
     photos = tmp_path / "photos"
@@ -128,7 +128,7 @@ def test_seg_and_det_train_and_their_clis(work, tmp_path):
                                    str(tmp_path / "pmaps")])
     assert res.exit_code == 0, res.output
     for p in photos.iterdir():
-        assert load_rgb(tmp_path / "pmaps" / (p.stem + ".png"), min_side=1).shape[:2] == load_rgb(p).shape[:2]
+        assert load_rgb(tmp_path / "pmaps" / (p.name + ".png"), min_side=1).shape[:2] == load_rgb(p).shape[:2]
 
     res = CliRunner().invoke(cli, ["detect-parts", "--checkpoint", str(tmp_path / "det"), "--input", str(photos),
                                    "--out", str(tmp_path / "parts.csv")])
