@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import io
 import json
 import logging
 import os
@@ -40,12 +41,14 @@ import numpy as np
 from mfrbench.errors import MfrbenchError
 from mfrbench.imageio import atomic_write_bytes, atomic_writer
 from mfrbench.manifest import (
+    CORE_COLUMNS,
     DUPLICATE,
     JOURNAL,
     MANIFEST_CSV,
     MANIFEST_JSON,
     _now,
     csv_columns,
+    csv_line,
     is_dedupe_candidate,
 )
 from mfrbench.seeds import key_digest
@@ -65,12 +68,29 @@ class ShardDir:
     shard: Shard
     header: list[str]
 
-    def rows(self) -> Iterator[list[str]]:
-        """The CSV rows (cells), in key order."""
+    def records(self) -> Iterator[tuple[str, list[str]]]:
+        """(raw CSV record, its 9 core cells), in key order. A record is one line unless a quoted cell
+        holds a line break; the core cells are split off, and parsed only when one of them is quoted."""
         with open(self.path / MANIFEST_CSV, newline="", encoding="utf-8") as f:
-            r = csv.reader(f)
-            next(r)
-            yield from r
+            f.readline()
+            for rec in f:
+                while rec.count('"') % 2:  # a quoted cell goes on past this line break
+                    more = f.readline()
+                    if not more:
+                        raise MfrbenchError(f"{self.path / MANIFEST_CSV} ends inside a quoted cell (truncated)")
+                    rec += more
+                core = rec.split(",", N_CORE)[:N_CORE]  # the core cells lead: usually unquoted, so a split is exact
+                if len(core) < N_CORE or '"' in "".join(core):
+                    core = next(csv.reader([rec]))[:N_CORE]
+                else:
+                    core[-1] = core[-1].rstrip("\r\n")
+                yield rec, core
+
+
+#: The core columns lead every manifest CSV (``mfrbench.manifest.csv_columns``): key 0, sha1 2, source 5,
+#: status 7, reason 8.
+N_CORE = len(CORE_COLUMNS)
+KEY, SHA1, SOURCE, STATUS, REASON = (CORE_COLUMNS.index(c) for c in ("key", "sha1", "source", "status", "reason"))
 
 
 def _config(meta: dict) -> dict:
@@ -92,6 +112,9 @@ def read_shard(path: str | os.PathLike) -> ShardDir:
                             "command (same arguments) to complete it")
     with open(p / MANIFEST_CSV, newline="", encoding="utf-8") as f:
         header = next(csv.reader(f))
+    if header[:N_CORE] != CORE_COLUMNS:
+        raise MfrbenchError(f"shard {p}'s manifest.csv does not start with the core columns (written by another "
+                            "mfrbench version?): rerun the shard")
     return ShardDir(p, meta, Shard(int(rec["index"]), int(rec["count"])), header)
 
 
@@ -138,17 +161,16 @@ def _candidate_prefixes(shards: list[ShardDir]) -> set[int]:
     prefixes = array("Q")
     keys_n, fp_sum = 0, 0
     for s in shards:
-        col = {c: s.header.index(c) for c in ("key", "sha1", "status", "reason")}
         n = 0
-        for cells in s.rows():
-            key = cells[col["key"]]
+        for _, core in s.records():
+            key = core[KEY]
             d = key_digest(key)
             owner = int.from_bytes(d[:8], "big") % s.shard.count  # mfrbench.shards.shard_of
             if owner != s.shard.index:
                 raise MfrbenchError(f"shard {s.shard} in {s.path} holds {key!r}, which belongs to shard "
                                     f"{owner}/{s.shard.count}: not made by mfrbench --shard, or renamed")
-            h = cells[col["sha1"]]
-            if h and is_dedupe_candidate(cells[col["status"]], cells[col["reason"]]):
+            h = core[SHA1]
+            if h and is_dedupe_candidate(core[STATUS], core[REASON]):
                 prefixes.append(int(h[:16], 16))
             n += 1
             fp_sum += int.from_bytes(d[:16], "big")  # mfrbench.shards.fingerprint
@@ -179,9 +201,11 @@ def _place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def merge_shards(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, progress: bool = False
-                 ) -> dict:
+def merge_shards(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, progress: bool = False,
+                 files: bool = True) -> dict:
     """Merge ``shard_dirs`` into ``out_dir``; return the merged manifest metadata.
+
+    ``files=False`` writes the manifest only (``benchmarks/bench_shards.py`` times the two parts apart).
 
     Raises:
         MfrbenchError: a shard is missing, doubled, unfinished, of another run or other input, or
@@ -199,48 +223,56 @@ def merge_shards(out_dir: str | os.PathLike, shard_dirs: list[str | os.PathLike]
     rep = _candidate_prefixes(shards) if shards[0].meta["shard"].get("dedupe", True) else set()
     columns = csv_columns(c for s in shards for c in s.header)
     out_cols = [i for i, c in enumerate(columns) if c.endswith("out_path")]
-    ci = {c: columns.index(c) for c in ("key", "sha1", "status", "reason", "source")}
     kept: dict[str, str] = {}
     counts: Counter = Counter()
     reasons: Counter = Counter()
     synthetic = False
 
-    def stream(k: int, s: ShardDir) -> Iterator[tuple[str, int, list[str]]]:
-        pos = [s.header.index(c) if c in s.header else -1 for c in columns]
-        for cells in s.rows():
-            row = [cells[j] if j >= 0 else "" for j in pos]
-            yield row[ci["key"]], k, row
+    def stream(k: int, s: ShardDir) -> Iterator[tuple[str, int, str, list[str]]]:
+        for rec, core in s.records():
+            yield core[KEY], k, rec, core
+
+    def cells(k: int, rec: str) -> list[str]:
+        """The record's cells in the merged column order (a shard may lack columns other shards have)."""
+        row = next(csv.reader([rec]))
+        hdr = shards[k].header
+        return row if hdr == columns else [row[hdr.index(c)] if c in hdr else "" for c in columns]
 
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=sum(s.meta["inputs"] for s in shards), desc="merge", unit="row", disable=not progress,
                mininterval=0.5)
     last = None
     with atomic_writer(out / MANIFEST_CSV) as fb:
-        import io
-
         f = io.TextIOWrapper(fb, encoding="utf-8", newline="")
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
-        for key, k, row in heapq.merge(*(stream(k, s) for k, s in enumerate(shards))):
+        f.write(csv_line(columns))
+        for key, k, rec, core in heapq.merge(*(stream(k, s) for k, s in enumerate(shards))):
             if key == last:
                 raise MfrbenchError(f"{key!r} is in two shards (one is {shards[k].path})")
             last = key
-            h = row[ci["sha1"]]
-            if h and is_dedupe_candidate(row[ci["status"]], row[ci["reason"]]) and int(h[:16], 16) in rep:
+            status, reason, h, row, changed = core[STATUS], core[REASON], core[SHA1], None, False
+            if h and int(h[:16], 16) in rep and is_dedupe_candidate(status, reason):
                 first = kept.setdefault(h, key)
                 if first != key:
+                    row = cells(k, rec)
                     for j in out_cols:
                         row[j] = ""
-                    row[ci["status"]], row[ci["reason"]] = "skipped", DUPLICATE + first
-            if row[ci["status"]] == "ok":
+                    status, reason, changed = "skipped", DUPLICATE + first, True
+                    row[STATUS], row[REASON] = status, reason
+            if status == "ok" and files:
+                row = row or cells(k, rec)
                 for j in out_cols:
                     if row[j]:
                         _place(shards[k].path / row[j], out / row[j])
+            if status != "ok":
+                reasons[reason.split(":")[0]] += 1
+            counts[status] += 1
+            synthetic = synthetic or core[SOURCE] == "synthetic"
+            # An unchanged record of a shard with the merged columns is already the line to write (one writer,
+            # cells from values alone): copied, not parsed and written again.
+            if not changed and shards[k].header == columns:
+                f.write(rec)
             else:
-                reasons[row[ci["reason"]].split(":")[0]] += 1
-            counts[row[ci["status"]]] += 1
-            synthetic = synthetic or row[ci["source"]] == "synthetic"
-            w.writerow(row)
+                f.write(csv_line(row if row is not None else cells(k, rec)))
             bar.update(1)
         f.flush()
         f.detach()

@@ -52,11 +52,13 @@ class Boxes(MaskGenerator):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """12 synthetic faces + 3 byte-identical copies under keys that sort before their originals."""
+    """12 synthetic faces + 4 byte-identical copies under keys that sort before their originals (one image has
+    two copies: a shard may hold two of the three, keeping one that another shard's copy outranks)."""
     root, _ = materialize(tmp_path_factory.mktemp("synth") / "s", identities=4, per_identity=3)
     saved = json.loads((root / "landmarks.json").read_text())
-    for src in saved["rows"][:3]:
-        dup = {**src, "key": "a-copy/" + src["key"].replace("/", "-"), "identity": "a-copy"}
+    for src, prefix in zip(saved["rows"][:3] + saved["rows"][:1], ["a-copy"] * 3 + ["c-copy"]):
+        name = src["key"].replace("/", "," if src is saved["rows"][1] else "-")  # one key needs CSV quoting
+        dup = {**src, "key": f"{prefix}/{name}", "identity": prefix}
         (root / dup["key"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / src["key"], root / dup["key"])
         saved["rows"].append(dup)
@@ -102,15 +104,18 @@ def test_shard_parse_and_partition():
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_generate_shards_merge_to_one_process_run(data, tmp_path, n):
     one = _gen(data, tmp_path / "one")
-    assert one["inputs"] == 15 and one["skip_reasons"] == {"duplicate": 3} and one["seed_version"] == 2
+    assert one["inputs"] == 16 and one["skip_reasons"] == {"duplicate": 4} and one["seed_version"] == 2
     df = read_manifest(tmp_path / "one")
     assert df.key.tolist() == sorted(df.key)  # key order, whatever order the dataset listed them in
     dups = df[df.reason.str.startswith("duplicate")]
-    assert all(not k.startswith("a-copy/") for k in dups.key)  # the smallest key is kept, not the first listed
+    assert all(k.startswith(("c-copy/", "synthetic")) for k in dups.key)  # smallest key kept, not the first listed
     owners = {shard_of(k, n) for k in df.key[df.key.str.startswith("a-copy/")]} | {shard_of(k, n) for k in dups.key}
     assert n == 1 or len(owners) > 1  # some copies sit in other shards than their originals
+    if n == 3:  # shard 1 keeps c-copy/ over its original, but shard 0's a-copy/ outranks both
+        assert [shard_of(k, 3) for k in ("a-copy/synthetic-0000-0000.png", "c-copy/synthetic-0000-0000.png",
+                                         "synthetic-0000/0000.png")] == [0, 1, 1]
     metas = [_gen(data, tmp_path / "shards" / str(i), shard=f"{i}/{n}") for i in range(n)]
-    assert sum(m["inputs"] for m in metas) == 15 and all(m["shard"]["inputs_all"] == 15 for m in metas)
+    assert sum(m["inputs"] for m in metas) == 16 and all(m["shard"]["inputs_all"] == 16 for m in metas)
     merged = merge_shards(tmp_path / "merged", [tmp_path / "shards" / str(i) for i in reversed(range(n))])
     assert merged["ok"] == one["ok"] == 12
     assert tree(tmp_path / "merged") == tree(tmp_path / "one")
