@@ -251,3 +251,16 @@ def test_detect_parts_over_the_gallery(swept, aux_runs):
     assert sorted(df["file"]) == sorted(exp)
     bad = {r.file: r.reason.split(":")[0] for r in df.itertuples() if r.status != "ok"}
     assert bad == {k: v for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")}
+
+
+def test_align_with_two_workers_gives_the_same_manifest(swept, tmp_path, models_root):
+    """The listed skips (FIFO, loops, ...) travel to worker processes too: the same bytes as one process."""
+    tmp, exp = swept[0], swept[1]
+    for w in (1, 2):
+        _invoke("align", "--dataset", "folder", "--root", tmp / "gallery", "--out", tmp_path / f"w{w}", "--workers",
+                w, "--landmarker", "none", "--no-grid")
+    assert (tmp_path / "w1" / "manifest.csv").read_bytes() == (tmp_path / "w2" / "manifest.csv").read_bytes()
+    df = read_manifest(tmp_path / "w2")
+    assert sorted(df["key"]) == sorted(exp)
+    got = {r.key: r.reason.split(":")[0] for r in df.itertuples() if exp[r.key] != "ok"}
+    assert got == {k: v for k, v in exp.items() if v != "ok"}
