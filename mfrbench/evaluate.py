@@ -572,16 +572,18 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     model = model if model is not None else load_model(model_spec)
     metric = getattr(model, "metric", "cosine")
-    prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
     if shard is not None:  # issue 15: the embedding step only, for one shard
         from mfrbench.merge import shard_embeddings_path
-        from mfrbench.shards import Shard
+        from mfrbench.shards import Shard, exclusive
 
         sh = Shard.parse(shard)
+        with exclusive(cache / f".prepare-{cfg.benchmark}.lock"):  # the first shard prepares, the others reuse it
+            prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
         embed(model, prep, cfg, progress=progress, shard=sh)
         cache_file = prep.work / f"emb-{model.info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
         return {"shard": str(sh), "images": sum(sh.owns(p) for p in prep.images.crop_path[prep.ok]),
                 "of": int(prep.ok.sum()), "embeddings": str(shard_embeddings_path(cache_file, sh))}
+    prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
     E = embed(model, prep, cfg, progress=progress)
     ver = verify(E, prep, metric, cfg, progress=progress)
     ident = identify(E, prep, metric, cfg)

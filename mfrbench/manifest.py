@@ -281,7 +281,7 @@ def dedupe_sorted(rows: Iterable[dict], *, out_dir: str | os.PathLike | None = N
     kept: dict[str, str] = {}
     for r in rows:
         h = r.get("sha1")
-        if h and is_dedupe_candidate(r["status"], r.get("reason", "")):
+        if h and r["status"] == "ok":  # a journal holds the rows as processed: only ok ones can be duplicates
             first = kept.setdefault(h, r["key"])
             if first != r["key"]:
                 if out_dir is not None:

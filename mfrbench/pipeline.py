@@ -199,7 +199,7 @@ def process_records(records: Iterable[FaceRecord], out_dir: str | os.PathLike, *
 
     def todo() -> Iterator[FaceRecord]:
         nonlocal n_inputs
-        for rec in take(records, shard, tally):
+        for rec in take(records, shard, tally if shard is not None else None):
             n_inputs += 1
             if rec.key not in done:
                 yield rec

@@ -13,8 +13,11 @@ doubled or foreign shard is named instead of silently giving a smaller set.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from mfrbench.errors import MfrbenchError
@@ -96,3 +99,19 @@ def take(records: Iterable, shard: Shard | None, tally: InputTally | None = None
 def shard_record(shard: Shard, tally: InputTally) -> dict:
     """The ``shard`` entry of a shard's ``manifest.json``: which part, of how many inputs, with what fingerprint."""
     return {**shard.to_dict(), "inputs_all": tally.n, "inputs_fingerprint": tally.fingerprint}
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the block: shards that share a cache take turns
+    preparing it (``flock``; on NFS, Linux maps it to a POSIX lock that all nodes see)."""
+    import fcntl
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

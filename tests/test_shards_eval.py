@@ -83,3 +83,45 @@ def test_embedding_shards_of_two_splits_are_refused(tmp_path):
         embed(model, prep, cfg, progress=False)
     stale.unlink()
     assert embed(model, prep, cfg, progress=False).shape == (40, 16)
+
+
+@pytest.mark.data
+def test_eval_cli_by_shards_scores_like_one_process(kit, rmfrd_root, tmp_path):
+    """`eval --shard i/N` on each shard, then `eval`: the same row as one unsharded eval (dlib, a tiny RMFRD)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+
+    pytest.importorskip("dlib", reason="dlib-bin not installed")
+    if not (kit / "models" / "dlib" / "dlib_face_recognition_resnet_model_v1.dat").is_file():
+        pytest.skip("dlib model not in the data kit")
+    root = tmp_path / "set"
+    names = sorted(d.name for d in (rmfrd_root / "AFDB_masked_face_dataset").iterdir())[:2]
+    for n in names:
+        for sub, tree in (("masked", "AFDB_masked_face_dataset"), ("unmasked", "AFDB_face_dataset")):
+            (root / sub / n).mkdir(parents=True)
+            for f in sorted((rmfrd_root / tree / n).iterdir())[:2]:
+                shutil.copy(f, root / sub / n / f.name)
+
+    def ev(cache: str, *extra: str):
+        r = CliRunner().invoke(cli, ["eval", "--model", "dlib", "--benchmark", "folder", "--root", str(root),
+                                     "--results", str(tmp_path / f"res-{cache}"), "--cache", str(tmp_path / cache),
+                                     "--bootstrap", "20", "--no-flip", *extra])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    one = ev("one")
+    assert "shard 0/2:" in ev("sharded", "--shard", "0/2")
+    r = CliRunner().invoke(cli, ["eval", "--model", "dlib", "--benchmark", "folder", "--root", str(root), "--results",
+                                 str(tmp_path / "res-sharded"), "--cache", str(tmp_path / "sharded"), "--no-flip"])
+    assert r.exit_code != 0 and "embeddings of shard 1/2 missing" in r.output
+    ev("sharded", "--shard", "1/2")
+    both = ev("sharded")
+    import re
+
+    def metrics(out: str) -> str:  # the metric columns of the result line, not the model name or the seconds
+        return re.search(r"folder \| dlib \| (acc .*) \| \d+ s$", out, re.M).group(1)
+
+    assert metrics(both) == metrics(one) and "embed (dlib)" not in both  # assembled from the shards, not redone
