@@ -33,6 +33,25 @@ register_backbone = BACKBONES.register
 INPUT_SIZE = 112
 
 
+def stage_size(size: int, stages: int = 4) -> int:
+    """Side of the feature map after ``stages`` stride-2 3x3 convolutions (padding 1): 112 -> 7, 64 -> 4."""
+    for _ in range(stages):
+        size = (size - 1) // 2 + 1
+    return size
+
+
+def resize_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Downscale 112x112 crops to a backbone's own ``input_size`` (antialiased bilinear).
+
+    Inside the network, so training, validation, evaluation, the GAN identity loss and ONNX export
+    all feed the same 112x112 crops and see the same resize: a low-resolution CPU recipe is a
+    property of the model, not of each caller.
+    """
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 # --------------------------------------------------------------------------------- IResNet
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -60,11 +79,11 @@ class IBasicBlock(nn.Module):
 class IResNet(nn.Module):
     """IResNet for 112x112 faces; four stride-2 stages take 112 -> 7 before the FC embedding."""
 
-    fc_scale = 7 * 7
-
-    def __init__(self, layers: tuple[int, int, int, int], embedding_dim: int = 512, dropout: float = 0.0) -> None:
+    def __init__(self, layers: tuple[int, int, int, int], embedding_dim: int = 512, dropout: float = 0.0,
+                 input_size: int = INPUT_SIZE) -> None:
         super().__init__()
-        self.embedding_dim = embedding_dim
+        self.embedding_dim, self.input_size = embedding_dim, input_size
+        self.fc_scale = stage_size(input_size) ** 2
         self.conv1 = _conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
         self.prelu = nn.PReLU(64)
@@ -91,6 +110,7 @@ class IResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = resize_input(x, self.input_size)
         x = self.prelu(self.bn1(self.conv1(x)))                      # (B, 64, 112, 112)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))    # (B, 512, 7, 7)
         x = torch.flatten(self.bn2(x), 1)                            # (B, 512 * 49)
@@ -127,9 +147,9 @@ class MobileFaceNet(nn.Module):
     """insightface's MobileFaceNet (``mbf``): 112 -> 7 in four stride-2 steps, GDC embedding."""
 
     def __init__(self, embedding_dim: int = 512, blocks: tuple[int, int, int, int] = (1, 4, 6, 2),
-                 scale: int = 2) -> None:
+                 scale: int = 2, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
-        self.embedding_dim = embedding_dim
+        self.embedding_dim, self.input_size = embedding_dim, input_size
         c64, c128 = 64 * scale, 128 * scale
 
         def residual(c: int, n: int, groups: int) -> nn.Sequential:
@@ -144,8 +164,9 @@ class MobileFaceNet(nn.Module):
             DepthWise(c128, c128, 512, stride=2), residual(c128, blocks[3], 256),  # 7x7
         )
         self.conv_sep = ConvBlock(c128, 512)
-        # GDC: a 7x7 depthwise conv replaces global pooling, so each position keeps its own weight.
-        self.features = nn.Sequential(ConvBlock(512, 512, 7, 1, 0, groups=512, linear=True), nn.Flatten(),
+        # GDC: a 7x7 depthwise conv (the final map's size) replaces global pooling: each position keeps its weight.
+        gdc = stage_size(input_size)
+        self.features = nn.Sequential(ConvBlock(512, 512, gdc, 1, 0, groups=512, linear=True), nn.Flatten(),
                                       nn.Linear(512, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -157,6 +178,7 @@ class MobileFaceNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = resize_input(x, self.input_size)
         return self.features(self.conv_sep(self.layers(x)))  # (B, embedding_dim)
 
 
@@ -164,8 +186,9 @@ class MobileFaceNet(nn.Module):
 class TimmEmbedder(nn.Module):
     """A timm trunk (no classifier, global pooling) followed by Linear + BatchNorm1d."""
 
-    def __init__(self, model_name: str, embedding_dim: int = 512) -> None:
+    def __init__(self, model_name: str, embedding_dim: int = 512, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
+        self.input_size = input_size
         import timm
 
         try:
@@ -177,7 +200,7 @@ class TimmEmbedder(nn.Module):
         self.features = nn.BatchNorm1d(embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.fc(self.trunk(x)))
+        return self.features(self.fc(self.trunk(resize_input(x, self.input_size))))
 
 
 # ------------------------------------------------------------------------------ registry

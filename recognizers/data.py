@@ -26,7 +26,7 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -231,10 +231,15 @@ def decode_crop(path: str, offset: int = -1, records: dict[str, RecordFile] | No
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def augment(img: np.ndarray, rng: np.random.Generator, *, flip: bool, jitter: float) -> np.ndarray:
-    """Random horizontal flip and mild brightness / contrast / saturation jitter (uint8 in and out)."""
+def augment(img: np.ndarray, rng: np.random.Generator, *, flip: bool, jitter: float, gray: float = 0.0
+            ) -> np.ndarray:
+    """Random horizontal flip, mild brightness / contrast / saturation jitter, and (with probability
+    ``gray``) a grayscale copy in all three channels (uint8 in and out)."""
     if flip and rng.random() < 0.5:
         img = img[:, ::-1]
+    if gray > 0 and rng.random() < gray:
+        y = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        img = np.repeat(np.clip(y + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if jitter > 0:
         b, c, s = 1.0 + rng.uniform(-jitter, jitter, size=3)
         x = img.astype(np.float32) * b
@@ -253,12 +258,14 @@ class FaceImages(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], labels: np.ndarray, *, train: bool, seed: int = 0,
-                 flip: bool = True, jitter: float = 0.1) -> None:
+                 flip: bool = True, jitter: float = 0.1, gray: float = 0.0,
+                 augment: Callable[[np.ndarray, int, int, int], np.ndarray] | None = None) -> None:
         self.paths = [s.path for s in samples]
         self.offsets = np.array([s.offset for s in samples], np.int64)
         self.records: dict[str, RecordFile] = {}
         self.labels = np.asarray(labels, np.int64)
-        self.train, self.seed, self.flip, self.jitter = train, seed, flip, jitter
+        self.train, self.seed, self.flip, self.jitter, self.gray = train, seed, flip, jitter, gray
+        self.augment = augment      # e.g. MaskAugment: (img, seed, epoch, index) -> img, before flip/jitter
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -269,7 +276,10 @@ class FaceImages(Dataset):
         if img is None:
             return None
         if self.train:
-            img = augment(img, np.random.default_rng([self.seed, epoch, index]), flip=self.flip, jitter=self.jitter)
+            if self.augment is not None:
+                img = self.augment(img, self.seed, epoch, index)
+            img = augment(img, np.random.default_rng([self.seed, epoch, index]), flip=self.flip, jitter=self.jitter,
+                          gray=self.gray)
         return torch.from_numpy(img).permute(2, 0, 1), int(self.labels[index])
 
 

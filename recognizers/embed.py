@@ -38,7 +38,8 @@ def load_backbone(run_dir_or_ckpt: str | os.PathLike) -> tuple[nn.Module, dict[s
     """The trained backbone (eval mode, CPU, gradients enabled) and its ``info`` dict."""
     state = load_checkpoint(run_dir_or_ckpt)
     cfg = state["config"]
-    model = create_backbone(cfg["backbone"], embedding_dim=int(cfg["embedding_dim"]))
+    model = create_backbone(cfg["backbone"], embedding_dim=int(cfg["embedding_dim"]),
+                            input_size=int(cfg.get("input_size", INPUT_SIZE)))
     model.load_state_dict(state["backbone"])
     model.eval()
     info = dict(state["info"])

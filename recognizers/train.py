@@ -21,7 +21,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -122,12 +122,13 @@ def run_dir_of(out: str | Path) -> RunDir:
     return RunDir(out, kind="recognizer", run_control=RUN_CONTROL, extendable=EXTENDABLE)
 
 
-def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv) -> Run:
+def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv,
+          augment_factory: Callable[[str], Callable] | None = None) -> Run:
     head_is_metric = cfg.head == "triplet"
     data = build_train_data(cfg.data, mask_ratio=cfg.mask_ratio, val_identities=cfg.val_identities, seed=cfg.seed,
                             metric_loss=head_is_metric)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in every rerun
-    backbone = create_backbone(cfg.backbone, embedding_dim=cfg.embedding_dim)
+    backbone = create_backbone(cfg.backbone, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
     head = create_head(cfg.head, embedding_dim=cfg.embedding_dim, num_classes=data.num_classes, **cfg.head_args)
     init_info = start_backbone(backbone, cfg.init, backbone=cfg.backbone, embedding_dim=cfg.embedding_dim,
                                fresh=run_dir.last_checkpoint() is None)  # issue 16: --init, fresh head
@@ -144,7 +145,8 @@ def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv) -> Run:
     else:
         sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=env.rank, world=env.world)
     dataset = FaceImages(data.train, data.train_labels, train=True, seed=cfg.seed, flip=cfg.flip,
-                         jitter=cfg.color_jitter)
+                         jitter=cfg.color_jitter, gray=cfg.gray,
+                         augment=_mask_augment(cfg, augment_factory))
     loader = make_loader(dataset, sampler, workers=cfg.workers, pin_memory=env.device.type == "cuda")
     run = Run(cfg, run_dir, env, data, model, ddp, optimizer, scaler, sampler, loader, logger=None,
               info=run_info(cfg, data))
@@ -279,7 +281,19 @@ def fit(run: Run) -> str:
         bar.close()
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, given: Iterable[str] | None = None) -> dict[str, Any]:
+def _mask_augment(cfg: TrainConfig, factory: Callable[[str], Callable] | None) -> Callable | None:
+    """The ``--mask-aug`` transform; the factory comes from the caller (the CLI), since recognizers/
+    does not import generators/."""
+    if not cfg.mask_aug:
+        return None
+    if factory is None:
+        raise MfrbenchError(f"mask_aug={cfg.mask_aug!r} needs a mask-augment factory: run it through "
+                            "`mfrbench train-fr --mask-aug` or pass train(..., augment_factory=...)")
+    return factory(cfg.mask_aug)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, given: Iterable[str] | None = None,
+          augment_factory: Callable[[str], Callable] | None = None) -> dict[str, Any]:
     """Train a recognizer as configured; returns a summary (also written to ``RUN_DIR/summary.json``).
 
     Args:
@@ -298,7 +312,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, given: Iterable[str] | None
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(cfg)
         barrier(env)
-        run = setup(cfg, run_dir, env)
+        run = setup(cfg, run_dir, env, augment_factory)
         for note in run.data.notes:
             log.warning(note)
         t0 = time.perf_counter()

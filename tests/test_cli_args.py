@@ -46,6 +46,9 @@ TRAIN_FR = {
     "init": (["--init", "backbone.pth"], "init", "backbone.pth"),          # read when training starts (issue 16)
     "backbone_lr_mult": (["--backbone-lr-mult", "0.1"], "backbone_lr_mult", 0.1),
     "freeze_backbone_epochs": (["--freeze-backbone-epochs", "2"], "freeze_backbone_epochs", 2.0),
+    "gray": (["--gray", "0.5"], "gray", 0.5),
+    "input_size": (["--input-size", "96"], "input_size", 96),
+    "profile": (["--profile", "cpu"], "profile", "cpu"),                    # its recipe sits under the options
     "config_path": (["--config", "CONFIG"], "gamma", 0.5),               # the file says gamma: 0.5
     "sets": (["--set", "color_jitter=0.25", "--set", "clip_grad=none"], "color_jitter", 0.25),
     "no_progress": (["--no-progress"], "progress", False),

@@ -56,3 +56,20 @@ def test_registry_lists_backbones_and_rejects_unknown_timm_model():
     assert {"iresnet18", "iresnet34", "iresnet50", "mobilefacenet", "timm"} <= set(BACKBONES.names())
     with pytest.raises(MfrbenchError, match="timm has no model 'no_such_net'"):
         create_backbone("timm:no_such_net")
+
+
+@pytest.mark.parametrize("name", ["mobilefacenet", "iresnet18"])
+def test_input_size_resizes_inside_and_keeps_the_key_layout(name):
+    """A 64-px backbone takes the same 112x112 crops (resized inside) and keeps every key; only the
+    resolution-bound tensors (GDC kernel, IResNet FC) change shape."""
+    torch.manual_seed(0)
+    small, full = create_backbone(name, input_size=64).eval(), create_backbone(name).eval()
+    assert small(torch.randn(2, 3, 112, 112)).shape == (2, 512)
+    a, b = small.state_dict(), full.state_dict()
+    assert list(a) == list(b)
+    changed = {k for k in a if a[k].shape != b[k].shape}
+    assert changed == ({"features.0.0.weight"} if name == "mobilefacenet" else {"fc.weight"})
+    # resizing inside == resizing before (antialiased bilinear), so every caller sees one resize
+    x = torch.randn(1, 3, 112, 112)
+    x64 = nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(small(x), small(x64), atol=1e-5)

@@ -179,3 +179,14 @@ def test_unreadable_images_are_dropped_and_counted(tmp_path):
     ds = FaceImages([Sample(str(good), "a", False), Sample(str(bad), "a", False)], np.zeros(2), train=False)
     images, labels, dropped = collate([ds[0], ds[1]])
     assert images.shape == (1, 3, 112, 112) and dropped == 1
+
+
+def test_gray_augment_makes_equal_channels_and_gray_zero_keeps_the_old_stream():
+    from mfrbench.recognizers.data import augment
+
+    img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    g = augment(img, np.random.default_rng(1), flip=False, jitter=0.0, gray=1.0)
+    assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+    assert not (img[..., 0] == img[..., 1]).all()
+    old = augment(img, np.random.default_rng(5), flip=True, jitter=0.1)
+    assert (augment(img, np.random.default_rng(5), flip=True, jitter=0.1, gray=0.0) == old).all()

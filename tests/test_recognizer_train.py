@@ -221,3 +221,31 @@ def test_real_celeba_aligned_manifest_trains_and_validates(celeba_root, models_r
     s = train(_cfg(tmp_path / "aligned", tmp_path / "run", epochs=1, batch_size=16))
     assert s["stopped"] == "finished" and s["train_images"] + s["val_images"] == meta["ok"]
     assert 0.0 <= s["val_rank1"] <= 1.0 and s["val_chance"] == 0.5
+
+
+def test_profile_gives_each_loss_its_recipe_under_the_users_options():
+    from mfrbench.recognizers.config import PROFILES, resolve_config
+
+    cos = resolve_config(options={"head": "cosface"}, profile="cpu").config
+    arc = resolve_config(options={"head": "arcface", "lr": 0.02}, profile="cpu").config
+    assert cos.head_args == PROFILES["cpu"]["recipes"]["cosface"]["head_args"] and cos.profile == "cpu"
+    assert arc.head_args == PROFILES["cpu"]["recipes"]["arcface"]["head_args"]
+    assert arc.lr == 0.02 and arc.input_size == PROFILES["cpu"]["input_size"]    # the option wins
+    assert resolve_config(sets=["head=triplet"], profile="cpu").config.head_args == \
+        PROFILES["cpu"]["recipes"]["triplet"]["head_args"]                          # the loss read from --set too
+    assert config_hash(cos) == config_hash(dataclasses.replace(cos, profile=None))  # a label, not a weight
+    with pytest.raises(MfrbenchError, match="Available: smoke, cpu"):
+        resolve_config(profile="nope")
+
+
+def test_recordio_set_trains_at_64px_and_embeds_112px_crops(tmp_path):
+    """train-fr on an mxnet-written RecordIO set (the fixture), at input size 64; the embedder takes 112 crops."""
+    mx = Path(__file__).parent / "data" / "recordio_mxnet"
+    r = CliRunner().invoke(cli, ["train-fr", "--data", str(mx), "--profile", "smoke", "--loss", "cosface",
+                                 "--gray", "0.5", "--batch-size", "4", "--val-identities", "1",
+                                 "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    model, info = load_backbone(tmp_path / "run")
+    assert model.input_size == 64 and info["train_images"] + info["val_images"] == 8
+    emb = load_embedder(tmp_path / "run").embed(np.zeros((3, 112, 112, 3), np.uint8))
+    assert emb.shape == (3, 512) and np.isfinite(emb).all()
