@@ -88,12 +88,28 @@ class DownBlock(nn.Sequential):
         super().__init__(nn.Conv2d(cin, cout, 3, stride=2, padding=1), norm(cout), nn.ReLU(True))
 
 
-class UpBlock(nn.Sequential):
-    """Stride-2 transposed 3x3 conv, norm, ReLU: doubles the resolution (CycleGAN's up-sampling)."""
+UPSAMPLE_KINDS = ("deconv", "resize")
 
-    def __init__(self, cin: int, cout: int, norm: NormFactory) -> None:
-        super().__init__(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1), norm(cout),
-                         nn.ReLU(True))
+
+def up_conv(cin: int, cout: int, kind: str = "deconv") -> nn.Module:
+    """The resolution-doubling conv of an up-sampling block.
+
+    ``deconv``: CycleGAN's stride-2 transposed 3x3 conv. ``resize``: nearest-neighbour 2x up-sampling then
+    a 3x3 conv (Odena, Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016): the
+    transposed conv's uneven kernel overlap draws a checkerboard that a short run does not unlearn.
+    """
+    if kind == "deconv":
+        return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1))
+    raise ValueError(f"Expected upsample in {UPSAMPLE_KINDS}, but got {kind!r}")
+
+
+class UpBlock(nn.Sequential):
+    """Up-sampling conv (:func:`up_conv`: transposed by default, as CycleGAN), norm, ReLU: doubles the resolution."""
+
+    def __init__(self, cin: int, cout: int, norm: NormFactory, upsample: str = "deconv") -> None:
+        super().__init__(up_conv(cin, cout, upsample), norm(cout), nn.ReLU(True))
 
 
 class AdaIN(nn.Module):
@@ -123,12 +139,14 @@ class ResnetGenerator(nn.Module):
         n_down: down-sampling steps (2 in CycleGAN; the input side must be divisible by ``2 ** n_down``).
         norm: ``instance`` | ``batch`` | ``none``.
         padding: padding of the residual blocks and the 7x7 convs.
+        upsample: ``deconv`` (CycleGAN) | ``resize`` (:func:`up_conv`).
     """
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 6, n_down: int = 2,
-                 norm: str = "instance", padding: str = "reflect", dropout: float = 0.0) -> None:
+                 norm: str = "instance", padding: str = "reflect", dropout: float = 0.0,
+                 upsample: str = "deconv") -> None:
         super().__init__()
-        self.ngf, self.n_down = ngf, n_down
+        self.ngf, self.n_down, self.upsample = ngf, n_down, upsample
         nf = norm_layer(norm)
         self.stem = nn.Sequential(padding_layer(padding, 3), nn.Conv2d(in_ch, ngf, 7), nf(ngf), nn.ReLU(True))
         self.downs = nn.Sequential(*[DownBlock(ngf * 2 ** i, ngf * 2 ** (i + 1), nf) for i in range(n_down)])
@@ -140,7 +158,7 @@ class ResnetGenerator(nn.Module):
 
     def make_up(self, cin: int, cout: int, norm: NormFactory) -> nn.Module:
         """One up-sampling block; override to condition it (e.g. AdaIN on a style code)."""
-        return UpBlock(cin, cout, norm)
+        return UpBlock(cin, cout, norm, self.upsample)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> bottleneck features (B, ngf * 2**n_down, S / 2**n_down, S / 2**n_down)."""
@@ -206,9 +224,9 @@ class AdaINUpBlock(nn.Module):
     block, transposed conv -> AdaIN(s) -> ReLU. ``forward(x, s)`` with ``s`` of shape ``(B, style_dim)``.
     """
 
-    def __init__(self, cin: int, cout: int, style_dim: int) -> None:
+    def __init__(self, cin: int, cout: int, style_dim: int, upsample: str = "deconv") -> None:
         super().__init__()
-        self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+        self.conv = up_conv(cin, cout, upsample)
         self.adain = AdaIN(style_dim, cout)
         self.act = nn.ReLU(True)
 

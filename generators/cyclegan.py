@@ -23,8 +23,9 @@ terms instead of copying the step (:meth:`CycleGAN.train_step` lists them):
 Output (``output``, issue 14): ``plain`` (the reference's generator re-draws the whole image; the
 ``paper`` profile) or ``composite`` (the ``cpu`` profile): ``G_M`` and ``G_F`` predict content and an
 alpha map and output ``A * C + (1 - A) * x`` (:mod:`~mfrbench.generators.gan.composite`; AttentionGAN,
-GANimation), with ``lambda_alpha_l1 * mean(A) + lambda_alpha_tv * TV(A)`` on the alpha of each
-generator's pass on real images (logged as ``alpha_M_l1``, ``alpha_M_tv``, ``alpha_F_l1``, ``alpha_F_tv``).
+GANimation), with ``lambda_alpha_l1 * mean(A) + lambda_alpha_tv * TV(A)`` and a per-image bound on
+the drawn area (``lambda_alpha_area``, ``alpha_area``) on the alpha of each generator's pass on real
+images (logged as ``alpha_M_l1``, ``alpha_M_tv``, ``alpha_M_area``, and the same for ``F``).
 
 Train with ``mfrbench train-gen --method cyclegan``; generate with
 ``mfrbench generate --method cyclegan --checkpoint RUN_DIR`` (:class:`GANMaskGenerator`).
@@ -38,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mfrbench.generators._blocks import PatchDiscriminator, ResnetGenerator
+from mfrbench.errors import MfrbenchError
+from mfrbench.generators._blocks import UPSAMPLE_KINDS, PatchDiscriminator, ResnetGenerator
 from mfrbench.generators.base import register_generator
 from mfrbench.generators.gan.composite import CompositeGenerator, alpha_regularizer, check_output
 from mfrbench.generators.gan.contract import TrainableGAN, register_gan_method
@@ -59,12 +61,18 @@ class CycleGANConfig:
     lambda_identity: float = 0.5    # times lambda_cycle, as in the reference
     pool_size: int = 50
     output: str = "plain"           # plain | composite: A * C + (1 - A) * x (issue 14)
-    lambda_alpha_l1: float = 1.0    # composite only: sparsity of the drawn area, mean(A)
+    upsample: str = "deconv"        # deconv (CycleGAN) | resize (nearest 2x + conv: no checkerboard)
+    lambda_alpha_l1: float = 0.05   # composite only: sparsity, mean(A)
     lambda_alpha_tv: float = 1.0    # composite only: smoothness of A (mean total variation)
-    alpha_bias_init: float = -1.1   # composite only: initial alpha-channel bias (A ~ 0.1: start near the input)
+    lambda_alpha_area: float = 10.0  # composite only: each image's drawn area kept inside alpha_area
+    alpha_area: tuple[float, float] = (0.15, 0.35)
+    alpha_bias_init: float = -0.55  # composite only: initial alpha-channel bias (A ~ 0.25)
 
     def __post_init__(self) -> None:
         check_output(self.output)
+        if self.upsample not in UPSAMPLE_KINDS:
+            raise MfrbenchError(f"Expected upsample in {UPSAMPLE_KINDS}, but got {self.upsample!r}")
+        object.__setattr__(self, "alpha_area", tuple(float(v) for v in self.alpha_area))
 
 
 @dataclass
@@ -117,9 +125,9 @@ class CycleGAN(TrainableGAN):
         """Create ``G_M``, ``G_F``, ``D_M``, ``D_F`` (in this order: it fixes their seeded initialisation)."""
         c = self.cfg
         self.G_M = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
-                                                    norm=c.norm))
+                                                    norm=c.norm, upsample=c.upsample))
         self.G_F = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
-                                                    norm=c.norm))
+                                                    norm=c.norm, upsample=c.upsample))
         self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
         self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
 
@@ -202,7 +210,8 @@ class CycleGAN(TrainableGAN):
             terms["idt_F"] = l1(self.G_F(step.real_f), step.real_f) * w
         for name, alpha in (("M", step.alpha_m), ("F", step.alpha_f)):
             if alpha is not None:  # composite output: sparse, smooth alpha (GANimation, AttentionGAN)
-                reg = alpha_regularizer(alpha, l1=c.lambda_alpha_l1, tv=c.lambda_alpha_tv)
+                reg = alpha_regularizer(alpha, l1=c.lambda_alpha_l1, tv=c.lambda_alpha_tv, area=c.alpha_area,
+                                        area_weight=c.lambda_alpha_area)
                 terms.update({f"alpha_{name}_{k[6:]}": v for k, v in reg.items()})
         return terms
 

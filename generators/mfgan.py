@@ -102,7 +102,7 @@ class StyleGenerator(ResnetGenerator):
         self.default_style = nn.Parameter(torch.zeros(1, style_dim))
 
     def make_up(self, cin: int, cout: int, norm: Any) -> nn.Module:
-        return AdaINUpBlock(cin, cout, self._style_dim)
+        return AdaINUpBlock(cin, cout, self._style_dim, self.upsample)
 
     def decode(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         for up in self.ups:
@@ -349,6 +349,8 @@ def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
         names += ["idt_M", "idt_F"]
     if cfg.output == "composite":
         names += ["alpha_M_l1", "alpha_M_tv", "alpha_F_l1", "alpha_F_tv"]
+        if cfg.lambda_alpha_area > 0:
+            names += ["alpha_M_area", "alpha_F_area"]
     if cfg.use_cor:
         names += ["lambda_cor"]
     if cfg.use_inv and stage >= 2:
@@ -399,9 +401,9 @@ class MFGAN(CycleGAN):
         """CycleGAN's four networks with ``G_M`` style-conditioned and ``D_M`` deeper (§IV-A), then ``E``."""
         c = self.cfg
         self.G_M = self.output_head(StyleGenerator(style_dim=c.style_dim, out_ch=self.out_channels(), ngf=c.ngf,
-                                                   n_blocks=c.n_blocks, norm=c.norm))
+                                                   n_blocks=c.n_blocks, norm=c.norm, upsample=c.upsample))
         self.G_F = self.output_head(ResnetGenerator(out_ch=self.out_channels(), ngf=c.ngf, n_blocks=c.n_blocks,
-                                                    norm=c.norm))
+                                                    norm=c.norm, upsample=c.upsample))
         self.D_M = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm, extra_convs=c.d_m_extra_convs)
         self.D_F = PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm)
         self.E = StyleEncoder(c.style_dim, c.n_domains, c.enc_dim, c.enc_middle, c.norm)

@@ -63,10 +63,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
               "model": dict(ngf=8, ndf=8, n_blocks=2, pool_size=4)},
     # An honest small run on a 2-core CPU: 64 px, narrow nets (ngf 24), 1.5K steps of batch 2, no identity
     # term (it costs two more generator passes per step); compositing generators (issue 14: A * C + (1 - A) * x,
-    # composited at the crop's resolution when generating); about 0.2-0.4 s/step on one free core.
+    # composited at the crop's resolution when generating), resize-conv up-sampling (no checkerboard); about
+    # 0.4 s/step (MFGAN) on one core of the shared machine.
     "cpu": {"train": dict(size=64, steps=1500, batch_size=2, sample_every=150, ckpt_every=150, log_every=10,
                           decay_start=0.6, holdout_masks=0.25),
-            "model": dict(ngf=24, ndf=32, n_blocks=6, lambda_identity=0.0, output="composite")},
+            "model": dict(ngf=24, ndf=32, n_blocks=6, lambda_identity=0.0, output="composite",
+                          upsample="resize")},
     # The MFGAN paper's schedule (Sec. IV-A): batch 1, 450K steps; CycleGAN's 256 px, 9 blocks.
     "paper": {"train": dict(size=256, steps=450_000, batch_size=1, sample_every=5000, ckpt_every=10_000,
                             log_every=100, decay_start=0.5),
