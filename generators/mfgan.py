@@ -451,10 +451,32 @@ class MFGAN(CycleGAN):
         labels = self.domains.assign(feats.to(self.device)).cpu().numpy()
         self._prep["labels"] = labels
         self._prep["by_domain"] = [np.flatnonzero(labels == k) for k in range(self.domains.k)]
+        self.domain_grid(masks, feats, Path(run_dir) / "stages")
         rng = np.random.default_rng([self.train_cfg.seed, 424242])
         n = min(self.cfg.readout_n, len(faces))
         self._prep["readout_faces"] = np.sort(rng.choice(len(faces), size=n, replace=False))
         self._prep["readout_refs"] = self._reference_per_domain(rng)
+
+    def domain_grid(self, masks: Any, feats: torch.Tensor, out: Path, n: int = 10) -> dict:
+        """``domains.json`` (size and mean mask-region colour of each style domain) + ``domains_grid.png``
+        (one row per domain: its ``n`` photos nearest the centroid), so the K domains can be seen to differ."""
+        from mfrbench.imageio import save_image
+        from mfrbench.viz import image_grid
+
+        by = self._prep["by_domain"]
+        z = (feats.float().to(self.domains.mu) - self.domains.mu) / self.domains.sigma
+        rows, info = [], []
+        for k, ix in enumerate(by):
+            d = torch.cdist(z[ix], self.domains.centroids[k:k + 1])[:, 0] if len(ix) else torch.zeros(0)
+            near = ix[np.argsort(d.cpu().numpy(), kind="stable")[:n]]
+            imgs = list(masks.crops(near)) if len(near) else []
+            rows += imgs + [np.full_like(imgs[0] if imgs else masks.crops([0])[0], 255)] * (n - len(imgs))
+            info.append({"domain": k, "size": int(len(ix)),
+                         "mean_rgb": [round(float(v), 3) for v in feats[ix, :3].mean(0)] if len(ix) else None})
+        out.mkdir(parents=True, exist_ok=True)
+        save_image(out / "domains_grid.png", image_grid(rows, cols=n, size=64))
+        atomic_write_text(out / "domains.json", json.dumps(info, indent=2) + "\n")
+        return {"domains": info}
 
     def _features_of(self, masks: Any, chunk: int = 64) -> torch.Tensor:
         out = []
