@@ -40,16 +40,36 @@ def stage_size(size: int, stages: int = 4) -> int:
     return size
 
 
-def resize_input(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_matrix(n: int, size: int) -> torch.Tensor:
+    """``(size, n)``: one axis of antialiased bilinear resizing as a matrix (torch's own weights, read
+    off by resizing the identity), so ``R @ x @ R.T`` is ``interpolate(..., antialias=True)``."""
+    eye = torch.eye(n, dtype=torch.float64).reshape(1, 1, n, n)
+    return nn.functional.interpolate(eye, size=(size, n), mode="bilinear", align_corners=False,
+                                     antialias=True)[0, 0].float()
+
+
+class InputResize(nn.Module):
     """Downscale 112x112 crops to a backbone's own ``input_size`` (antialiased bilinear).
 
     Inside the network, so training, validation, evaluation, the GAN identity loss and ONNX export
     all feed the same 112x112 crops and see the same resize: a low-resolution CPU recipe is a
-    property of the model, not of each caller.
+    property of the model, not of each caller. Two matrix products with a fixed (non-persistent)
+    matrix, since ONNX has no antialiased resize; no parameters, so state dicts keep their keys.
     """
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def __init__(self, size: int, crop: int = INPUT_SIZE) -> None:
+        super().__init__()
+        self.size, self.crop = size, crop
+        self.register_buffer("matrix", resize_matrix(crop, size) if size != crop else torch.ones(0),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size == self.crop or x.shape[-1] == self.size:
+            return x
+        if tuple(x.shape[-2:]) != (self.crop, self.crop):
+            raise ValueError(f"Expected {self.crop}x{self.crop} crops, but got {tuple(x.shape[-2:])}")
+        r = self.matrix.to(x.dtype)
+        return r @ x @ r.T
 
 
 # --------------------------------------------------------------------------------- IResNet
@@ -83,6 +103,7 @@ class IResNet(nn.Module):
                  input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         self.embedding_dim, self.input_size = embedding_dim, input_size
+        self.resize = InputResize(input_size)
         self.fc_scale = stage_size(input_size) ** 2
         self.conv1 = _conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-5)
@@ -110,7 +131,7 @@ class IResNet(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = resize_input(x, self.input_size)
+        x = self.resize(x)
         x = self.prelu(self.bn1(self.conv1(x)))                      # (B, 64, 112, 112)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))    # (B, 512, 7, 7)
         x = torch.flatten(self.bn2(x), 1)                            # (B, 512 * 49)
@@ -150,6 +171,7 @@ class MobileFaceNet(nn.Module):
                  scale: int = 2, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         self.embedding_dim, self.input_size = embedding_dim, input_size
+        self.resize = InputResize(input_size)
         c64, c128 = 64 * scale, 128 * scale
 
         def residual(c: int, n: int, groups: int) -> nn.Sequential:
@@ -178,7 +200,7 @@ class MobileFaceNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = resize_input(x, self.input_size)
+        x = self.resize(x)
         return self.features(self.conv_sep(self.layers(x)))  # (B, embedding_dim)
 
 
@@ -189,6 +211,7 @@ class TimmEmbedder(nn.Module):
     def __init__(self, model_name: str, embedding_dim: int = 512, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         self.input_size = input_size
+        self.resize = InputResize(input_size)
         import timm
 
         try:
@@ -200,7 +223,7 @@ class TimmEmbedder(nn.Module):
         self.features = nn.BatchNorm1d(embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.fc(self.trunk(resize_input(x, self.input_size))))
+        return self.features(self.fc(self.trunk(self.resize(x))))
 
 
 # ------------------------------------------------------------------------------ registry
