@@ -185,3 +185,32 @@ def test_truncated_embedding_cache_is_rebuilt_not_fatal(tmp_path, caplog):
     assert _Model.calls == 2 and "not an mfrbench embeddings file" in caplog.text
     np.testing.assert_array_equal(embed_images(_Model(), crops, flip=False, cache=cache, progress=False), first)
     assert _Model.calls == 2  # the rebuilt cache is read back
+
+
+@pytest.fixture(scope="module")
+def gan_run(kit):
+    """A one-step cyclegan smoke run (the valid checkpoint the next cases damage or pair with a bad one)."""
+    res = CliRunner().invoke(cli, ["train-gen", "--method", "cyclegan", "--profile", "smoke", "--faces",
+                                   str(kit / "a"), "--masks", str(kit / "a"), "--steps", "1", "--out",
+                                   str(kit / "cg"), "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    return kit / "cg"
+
+
+@pytest.mark.parametrize("ck", ["truncated.pt", "evil_zip.pt", "foreign.pt"])
+def test_generate_with_a_bad_seg_checkpoint_is_one_line(ck, kit, gan_run, tmp_path):
+    line = _one_line(["generate", "--method", "cyclegan", "--checkpoint", gan_run, "--seg-checkpoint", kit / ck,
+                      "--manifest", kit / "a", "--out", tmp_path / "o"], CHECKPOINTS[ck])
+    assert ck in line and "weights_only" not in line and not (tmp_path / "o").exists()
+
+
+def test_train_gen_resume_from_a_truncated_checkpoint_is_one_line(gan_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "cg"
+    shutil.copytree(gan_run, run)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    line = _one_line(["train-gen", "--resume", "--out", run, "--steps", "2", "--no-progress"],
+                     ["cannot read checkpoint", "last.pt", "truncated or not a PyTorch checkpoint"])
+    assert "weights_only" not in line
