@@ -9,6 +9,11 @@ Each configuration runs in a fresh process so ``ru_maxrss`` is that configuratio
 
     .venv/bin/python benchmarks/bench_gan.py            # CycleGAN widths (ngf 64, 6 blocks), 3 timed steps
     .venv/bin/python benchmarks/bench_gan.py --quick    # narrow nets (ngf 16, 2 blocks), 1 timed step
+    .venv/bin/python benchmarks/bench_gan.py --throughput   # issue 14: cpu-profile generators, batch 32 vs 1
+
+``--throughput``: ``GANMaskGenerator.generate`` of a ``cpu``-profile generator (compositing, 64 px, ngf 24,
+composited at 112 px) on 112x112 uint8 crops, 32 crops as one batch vs one crop per call, next to a bare
+``G(x)`` forward of the same network at 64 px (batch 32 and batch 1) in the same process.
 """
 
 from __future__ import annotations
@@ -123,15 +128,66 @@ def measure(kind, size, batch, ngf, n_blocks, reps, threads):
     return out
 
 
+def throughput(method: str, threads: int, reps: int) -> dict:
+    """crops/s of a cpu-profile generator: batch 32 vs one at a time, ours (generate) and bare G(x)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.generator import GANMaskGenerator
+
+    t, m = resolve_config(method, "cpu")
+    gan = build_gan(t, m)
+    g = GANMaskGenerator(gan, run_dir="bench", batch_size=32)
+    imgs = np.random.default_rng(0).integers(0, 256, (32, 112, 112, 3), dtype=np.uint8)
+    net = gan.translator().eval()
+    xb = torch.rand(32, 3, t.size, t.size) * 2 - 1
+
+    def timed(fn) -> float:
+        fn()
+        return statistics.median([_clock(fn) for _ in range(reps)])
+
+    def bare(x):
+        with torch.no_grad():
+            net(x)
+
+    out = {"ours_b32": 32 / timed(lambda: g.generate(imgs, None, rng=np.random.default_rng(0))),
+           "ours_b1": 32 / timed(lambda: [g.generate(imgs[i:i + 1], None, rng=np.random.default_rng(0))
+                                          for i in range(32)]),
+           "bare_b32": 32 / timed(lambda: bare(xb)),
+           "bare_b1": 32 / timed(lambda: [bare(xb[i:i + 1]) for i in range(32)])}
+    return out
+
+
+def _clock(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="narrow nets, 1 timed repetition")
+    ap.add_argument("--throughput", action="store_true", help="cpu-profile generators: batch 32 vs one at a time")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=None)
     a = ap.parse_args()
     ngf, nb, reps = (16, 2, 1) if a.quick else (64, 6, 3)
     reps = a.reps or reps
     import torch
+
+    if a.throughput:
+        print(f"# bench_gan --throughput  torch {torch.__version__}  threads={a.threads}  "
+              f"loadavg={os.getloadavg()}  median of {reps}  crops/s on 112x112 uint8 crops (cpu)")
+        print(f"{'method':<10}{'ours b32':>10}{'ours b1':>10}{'speedup':>9}{'bare b32':>10}{'bare b1':>10}"
+              f"{'speedup':>9}")
+        for method in ("cyclegan",):  # IAMGAN and MFGAN run the same G_M network (MFGAN: + AdaIN)
+            r = throughput(method, a.threads, reps)
+            print(f"{method:<10}{r['ours_b32']:>10.1f}{r['ours_b1']:>10.1f}{r['ours_b32'] / r['ours_b1']:>9.2f}"
+                  f"{r['bare_b32']:>10.1f}{r['bare_b1']:>10.1f}{r['bare_b32'] / r['bare_b1']:>9.2f}", flush=True)
+        return
 
     print(f"# bench_gan  torch {torch.__version__}  threads={a.threads}  loadavg={os.getloadavg()}  "
           f"ngf={ngf} n_blocks={nb}  median of {reps}  (cpu)")
