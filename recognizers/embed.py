@@ -87,14 +87,43 @@ class Embedder:
                 f"backend={self.backend}, device={self.device})")
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into that
+    convolution (in place; eval mode only: the running statistics become conv weights and bias).
+
+    Same embeddings up to float rounding (about 1e-6 relative), one pass less over each feature
+    map: MobileFaceNet's ConvBlocks and IResNet's projection shortcuts are such pairs.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("Expected a model in eval mode: folding uses the BatchNorm running statistics")
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            for i in range(len(mod) - 1):
+                conv, bn = mod[i], mod[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                    mod[i], mod[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return model
+
+
+def inference_module(model: nn.Module, device: torch.device) -> nn.Module:
+    """The backbone as evaluation runs it: BatchNorm folded, ``channels_last`` (NOTE: on CPU,
+    oneDNN's depthwise and 1x1 convolutions run about 1.5-2x faster in NHWC; with folding about
+    2x over the plain module for MobileFaceNet, ``benchmarks/bench_eval.py``)."""
+    model = fold_batchnorm(model.eval())
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
 def _torch_embedder(path: str | os.PathLike, device: str | None, batch_size: int) -> Embedder:
     model, info = load_backbone(path)
     dev = choose_device(device)
-    model = model.to(dev)
+    model = inference_module(model, dev)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x).to(dev)).float().cpu().numpy()
+        xt = torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last)
+        return model(xt).float().cpu().numpy()
 
     return Embedder(run, info, int(info["embedding_dim"]), batch_size=batch_size, backend="torch", device=str(dev))
 
