@@ -483,7 +483,7 @@ def predict_folder(inputs: str | os.PathLike, out_dir: str | os.PathLike, fn: Ca
     from mfrbench.datasets import walk_images
     from mfrbench.errors import SkipImage
     from mfrbench.faces import DETECTORS, pick_main_face
-    from mfrbench.imageio import load_rgb
+    from mfrbench.imageio import load_rgb, printable_name
 
     root = Path(inputs)
     if not root.is_dir():
@@ -491,7 +491,8 @@ def predict_folder(inputs: str | os.PathLike, out_dir: str | os.PathLike, fn: Ca
     det = DETECTORS.create("yunet") if align else None
     paths, rows = [], []
     for p in tqdm(list(walk_images(root)), desc="images", unit="img", disable=not progress, dynamic_ncols=True):
-        row = {"file": p.relative_to(root).as_posix(), "aligned": False, "M": None, "status": "ok", "reason": ""}
+        row = {"file": printable_name(p.relative_to(root).as_posix()), "path": p, "aligned": False, "M": None,
+               "status": "ok", "reason": ""}  # issue 12: a name that is not UTF-8 is shown (and written) as \xNN
         try:
             rgb = load_rgb(p, min_side=8)
         except SkipImage as skip:
@@ -571,7 +572,7 @@ def segment_folder(checkpoint: str, inputs: str, out: str, *, align: bool = True
         if len(previews) < grid:
             from mfrbench.imageio import load_rgb
 
-            previews.append(overlay(load_rgb(Path(inputs) / row["file"], min_side=1), mask))
+            previews.append(overlay(load_rgb(row["path"], min_side=1), mask))
     skipped = [r for r in rows if r["status"] != "ok"]
     grid_path = None
     if previews:

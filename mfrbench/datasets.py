@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from mfrbench.errors import DataNotFoundError, MfrbenchError
-from mfrbench.imageio import file_problem, is_image_name
+from mfrbench.imageio import file_problem, is_image_name, printable_name
 from mfrbench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,18 @@ class FaceRecord:
     #: Why this input cannot be read, found while listing it (a FIFO, a symlink loop, an image outside an
     #: identity folder): it becomes a ``skipped`` row with this reason and is never opened. "" = readable.
     skip: str = ""
+
+    def __post_init__(self) -> None:
+        # A file name that is not UTF-8 (a latin-1 name from an old archive) reaches Python as a string with
+        # surrogates, which no UTF-8 manifest can hold: it becomes a skipped row under a printable name.
+        try:
+            "".join((self.path, self.key, self.identity or "")).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = {f: printable_name(getattr(self, f)) for f in ("path", "key", "identity") if getattr(self, f)}
+            for f, v in shown.items():
+                object.__setattr__(self, f, v)
+            object.__setattr__(self, "skip", self.skip or f"bad_name: {shown['key']} is not a UTF-8 file name; "
+                                                           "rename it")
 
 
 @dataclass

@@ -94,6 +94,15 @@ def read_bytes(path: str | os.PathLike) -> bytes:
             raise SkipImage("unreadable", f"{path}: {err.strerror or err}") from err
 
 
+def printable_name(name: str) -> str:
+    """``name`` with the bytes of a file name that is not UTF-8 written as ``\\xNN`` (what a UTF-8 CSV can hold).
+
+    Python hands such names (a latin-1 name from an old archive) over as strings with surrogates, which
+    UTF-8 files refuse and some libraries crash on (``cv2.imread``).
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def output_rel(key: str, ext: str, folder: str = "images") -> str:
     """The output path (relative, POSIX) of the input ``key`` written in format ``ext``, under ``folder``.
 

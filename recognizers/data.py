@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import MfrbenchError, SkipImage
 from mfrbench.generate import UNMASKED, GeneratorIdentity, identity_from_meta
-from mfrbench.imageio import is_image_name
+from mfrbench.imageio import is_image_name, read_bytes
 from mfrbench.manifest import MANIFEST_CSV, read_manifest, read_manifest_meta
 from mfrbench.recordio import RecordFile, find_recordio, open_recordset
 
@@ -220,9 +220,12 @@ def decode_crop(path: str, offset: int = -1, records: dict[str, RecordFile] | No
         buf = np.frombuffer(rf.record(offset).image, np.uint8)
         bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     else:
+        # Bytes through mfrbench's reader, then decode (issue 12): cv2.imread blocks on a FIFO and crashes the
+        # process on a file name that is not UTF-8; a header claiming too many pixels is unreadable, not fatal.
         try:
-            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        except cv2.error:  # e.g. a header claiming more pixels than OpenCV allows (issue 12): unreadable, not fatal
+            buf = np.frombuffer(read_bytes(path), np.uint8)
+            bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+        except (SkipImage, cv2.error):
             bgr = None
     if bgr is None:
         return None

@@ -21,6 +21,10 @@ from mfrbench.cli import cli
 from mfrbench.manifest import read_manifest
 
 
+#: Gallery outcomes that a command reading files straight from a folder (no manifest, any size) reads fine.
+READ_BY_PATH = ("ok", "duplicate", "no_identity", "too_small", "bad_name")
+
+
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     """Every entry under ``root`` (links not followed) -> (size, mtime_ns): what "nothing written" compares."""
     out = {}
@@ -193,7 +197,7 @@ def test_quality_fid_reads_the_gallery_as_real_photos(swept, monkeypatch):
                         + np.random.default_rng(len(x)).normal(size=(len(x), 8)))
     generated = sorted(str(p) for p in (tmp / "aligned" / "images").rglob("*.jpg"))
     cols, notes = fid_kid(tmp / "gallery", generated, real_limit=None, kid_subset=5, seed=0, progress=False)
-    unreadable = [k for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")]  # any size
+    unreadable = [k for k, v in exp.items() if v not in READ_BY_PATH]
     assert cols["n_real"] == len(exp) - len(unreadable)
     assert f"{len(unreadable)} real images unreadable and left out (" in " ".join(notes)
 
@@ -234,7 +238,7 @@ def test_segment_over_the_gallery(swept, aux_runs):
     written, total = (int(x) for x in re.search(r"(\d+) of (\d+) images segmented", out).groups())
     skipped = {line.split(": ")[0][len("skipped "):]: line.split(": ")[1] for line in out.splitlines()
                if line.startswith("skipped ")}
-    readable = {k for k, v in exp.items() if v in ("ok", "duplicate", "no_identity", "too_small")}  # any size here
+    readable = {k for k, v in exp.items() if v in READ_BY_PATH}
     assert total == len(exp) and written == len(readable) and written + len(skipped) == total
     assert set(skipped) == set(exp) - readable
     maps = [p for p in (tmp / "segout").rglob("*.png") if p.name != "grid.png"]
@@ -250,7 +254,7 @@ def test_detect_parts_over_the_gallery(swept, aux_runs):
     df = pd.read_csv(tmp / "parts.csv", keep_default_na=False)
     assert sorted(df["file"]) == sorted(exp)
     bad = {r.file: r.reason.split(":")[0] for r in df.itertuples() if r.status != "ok"}
-    assert bad == {k: v for k, v in exp.items() if v not in ("ok", "duplicate", "no_identity", "too_small")}
+    assert bad == {k: v for k, v in exp.items() if v not in READ_BY_PATH}
 
 
 def test_align_with_two_workers_gives_the_same_manifest(swept, tmp_path, models_root):
