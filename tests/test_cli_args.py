@@ -49,6 +49,7 @@ TRAIN_FR = {
     "gray": (["--gray", "0.5"], "gray", 0.5),
     "input_size": (["--input-size", "96"], "input_size", 96),
     "profile": (["--profile", "cpu"], "profile", "cpu"),                    # its recipe sits under the options
+    "mask_aug": (["--mask-aug", "mtf:p=0.5"], "mask_aug", "mtf:p=0.5"),   # built by the CLI's factory (issue 16)
     "config_path": (["--config", "CONFIG"], "gamma", 0.5),               # the file says gamma: 0.5
     "sets": (["--set", "color_jitter=0.25", "--set", "clip_grad=none"], "color_jitter", 0.25),
     "no_progress": (["--no-progress"], "progress", False),
@@ -76,7 +77,10 @@ def test_train_fr_passes_every_option_to_train(monkeypatch, tmp_path):
 
     calls = []
 
-    def fake_train(cfg, *, resume=False, given=None):
+    def fake_train(cfg, *, resume=False, given=None, augment_factory=None):
+        from mfrbench.generators.augment import parse_mask_aug
+
+        assert augment_factory is parse_mask_aug  # recognizers/ never imports generators/: the CLI hands it over
         calls.append((cfg, resume, set(given)))
         return {"stopped": "finished", "epoch": 1, "global_step": 1, "images_per_s": 1.0, "checkpoint": "x",
                 "world_size": 1}
@@ -101,7 +105,7 @@ def test_train_fr_without_options_gives_nothing(monkeypatch, tmp_path):
     import mfrbench.recognizers.train as train_mod
 
     calls = []
-    monkeypatch.setattr(train_mod, "train", lambda cfg, *, resume=False, given=None: calls.append(given) or
+    monkeypatch.setattr(train_mod, "train", lambda cfg, *, resume=False, given=None, **kw: calls.append(given) or
                         {"stopped": "finished", "epoch": 1, "global_step": 1, "images_per_s": 1.0, "checkpoint": "x"})
     r = CliRunner().invoke(cli, ["train-fr", "--out", str(tmp_path / "r"), "--resume"])
     assert r.exit_code == 0, r.output

@@ -206,3 +206,55 @@ def test_mix_draws_colours_textures_and_fitting_modes(kit_ok):
     assert len({x["mask_type"] for x in infos}) >= 6 and any(x["color"] for x in infos)
     assert any(x["texture"] for x in infos)
     assert {x["wearing"] for x in infos} <= set(WEARING_MODES) - {"chin"}
+
+
+# ---------------------------------------------------------------------------- in the trainer (train-fr --mask-aug)
+@pytest.fixture(scope="module")
+def train_crops(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_recognizer_data import write_crops
+
+    return write_crops(tmp_path_factory.mktemp("maskaug_train"), identities=4, per_identity=4)
+
+
+def test_trainer_hook_masks_and_a_resumed_epoch_loads_the_same_batches(train_crops):
+    import torch
+
+    from mfrbench.recognizers.data import EpochBatchSampler, FaceImages, build_train_data
+
+    data = build_train_data([str(train_crops)], val_identities=0, seed=1)
+    aug = MaskAugment(p=1.0, mask_type="plain", wearing="random")
+
+    def batches(dataset, start):
+        sampler = EpochBatchSampler(len(data.train), 4, seed=1)
+        sampler.set_epoch(1, start)
+        return [torch.stack([dataset[i][0] for i in b]) for b in sampler]
+
+    masked = FaceImages(data.train, data.train_labels, train=True, seed=1, augment=aug)
+    plain = FaceImages(data.train, data.train_labels, train=True, seed=1)
+    full, resumed = batches(masked, 0), batches(pickle.loads(pickle.dumps(masked)), 2)
+    assert len(full) == 4 and all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
+    assert all(not torch.equal(a, b) for a, b in zip(full, batches(plain, 0)))
+
+
+def test_cli_train_fr_mask_aug_is_a_training_option(train_crops, tmp_path):
+    """train-fr --mask-aug trains, is saved in the run's config, and a resume with another spec is refused."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+
+    out = tmp_path / "run"
+    base = ["train-fr", "--data", str(train_crops), "--backbone", "timm:test_resnet", "--embedding-dim", "16",
+            "--batch-size", "4", "--workers", "0", "--val-identities", "0", "--no-progress", "--out", str(out)]
+    r = CliRunner().invoke(cli, [*base, "--max-steps", "1", "--mask-aug", "mtf:p=1,mask_type=plain"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["config"]["mask_aug"] == "mtf:p=1,mask_type=plain"
+    r = CliRunner().invoke(cli, ["train-fr", "--out", str(out), "--resume", "--mask-aug", "mtf:p=0.5"])
+    assert r.exit_code != 0 and "mask_aug" in r.output
+    r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "bad"), "--mask-aug", "mtf:q=1"])
+    assert r.exit_code != 0 and "--mask-aug: expected KEY=VALUE" in r.output

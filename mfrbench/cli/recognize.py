@@ -84,6 +84,10 @@ def _duration(text: str | None) -> float | None:
               help="Probability of a grayscale training copy (LFW-a is gray) [default: 0].")
 @click.option("--input-size", type=click.IntRange(16, 512), default=None,
               help="The backbone's resolution; 112x112 crops are resized inside it (64: ~3x faster) [default: 112].")
+@click.option("--mask-aug", "mask_aug", default=None, metavar="SPEC",
+              help="On-the-fly masking of the training crops (MaskAugment), e.g. mtf:p=0.5,mask_type=mix,"
+                   "wearing=random; keys: p, mask_type, color, color_weight, texture, texture_weight, wearing "
+                   "(random, a mode, or modes joined by |), match_light, variants, jitter (docs/generators.md).")
 @click.option("--profile", type=click.Choice(["smoke", "cpu"]), default=None,
               help="A named recipe (per loss) under the options you give: cpu = from scratch on celeba-rec in "
                    "<= 20 min on 2 cores (docs/recognizers.md).")
@@ -113,16 +117,18 @@ def train_fr_cmd(config_path: str | None, sets: tuple[str, ...], resume: bool, n
       mfrbench train-fr --data out/celeba-mtf --backbone iresnet50 --init backbone.pth --backbone-lr-mult 0.1 \
         --freeze-backbone-epochs 1 --lr 0.01 --out runs/ft
       mfrbench train-fr --profile cpu --loss cosface --data ../shared/data/celeba-rec --out runs/cpu-cosface
+      mfrbench train-fr --data ../shared/data/celeba-rec --mask-aug mtf:p=0.5,mask_type=mix --out runs/maskaug
       mfrbench train-fr --out runs/r18 --resume
       torchrun --nproc_per_node 2 $(which mfrbench) train-fr --data out/celeba-aligned --out runs/ddp
     """
+    from mfrbench.generators.augment import parse_mask_aug
     from mfrbench.recognizers.config import resolve_config
     from mfrbench.recognizers.train import train
 
     options = {**opts, "data": data or None, "head_args": _head_args(head_arg), "milestones": milestones,
                "time_budget_s": _duration(time_budget), "progress": False if no_progress else None}
     resolved = resolve_config(config_path, sets=sets, options=options, profile=profile)
-    summary = train(resolved.config, resume=resume, given=resolved.given)
+    summary = train(resolved.config, resume=resume, given=resolved.given, augment_factory=parse_mask_aug)
     if summary.get("world_size", 1) > 1 and not _is_main():
         return
     val = (f"held-out rank-1 identification {summary['val_rank1']:.3f} (chance {summary['val_chance']:.3f}, "
