@@ -16,6 +16,9 @@ Seg) and Det (``train.readout_det``):
 * **realism**: KID (mean, std over subsets) and FID of N generated faces against the N held-out real
   masked photos (``train.holdout_masks``: never trained on), next to ``mtf`` on the same N faces, at
   equal N (Inception features of :mod:`mfrbench.metrics.quality`; FID at N < 2000 is biased, read KID);
+* **the judges on real photos** (``judge_on_real``): Seg's and Det's verdicts on the held-out real
+  masked photos and on real unmasked faces (and Seg on ``mtf``), so a low or high share above can be
+  read against how the same judge sees real faces;
 * **style** (reference-guided families): per channel, the Pearson correlation across references
   between the mean colour of the reference's mask region (common Seg) and of the generated mask
   region (mean over the faces), and ``style_diversity`` = mean L1 (``[-1, 1]`` units) between the
@@ -216,6 +219,28 @@ def save_grid(path: Path, faces: np.ndarray, refs: np.ndarray, rows: Sequence[np
     return path
 
 
+def judge_on_real(seg: Any, det: Any, real_masked: np.ndarray, real_faces: np.ndarray) -> dict[str, Any]:
+    """How the judges (Seg, Det) read *real* photos, next to their verdicts on generated ones.
+
+    On real masked photos (held out from training) a judge that transfers should see the mask: Seg's
+    ``seg_correct`` share and Det's wearing call (mostly ``correct``: RMFD photos are worn as people
+    wear them, a few below the nose); on real unmasked faces, no mask: Seg's mask area near 0 and Det's
+    ``none``. Shares per wearing class (correct, incorrect, none)."""
+    out: dict[str, Any] = {"n_masked": len(real_masked), "n_faces": len(real_faces)}
+    for name, imgs in (("masked", real_masked), ("faces", real_faces)):
+        if not len(imgs):
+            continue
+        maps = seg.predict_uint8(imgs).astype(bool)
+        cov = seg_coverage(maps)
+        out[f"seg_correct_{name}"] = float(cov["correct"].mean())
+        out[f"seg_area_{name}"] = float(maps.mean())
+        if det is not None:
+            _, wear = det.predict(_as_tensor(imgs, det.device))
+            calls = np.bincount(wear.argmax(1), minlength=3) / len(imgs)
+            out[f"det_wearing_{name}"] = dict(zip(("correct", "incorrect", "none"), calls.round(4).tolist()))
+    return out
+
+
 def _finite(v: Any) -> Any:
     """JSON-safe: NaN/inf floats become None (strict JSON has neither), numpy scalars plain numbers."""
     if isinstance(v, dict):
@@ -279,8 +304,12 @@ def run_readout(model: Any, faces: DomainData, masks: DomainData, held: DomainDa
         kref = bank[rng.integers(len(bank), size=n)] if styled else None
         gen = generate(model, kf, kref, seg=seg)[0]
         mtf, skipped = mtf_on_crops(kf, seed)
-        res["realism"] = {**realism(gen, mtf, held.crops(range(len(held))), seed), "mtf_skipped": skipped,
-                          "n_held_out": len(held)}
+        real = held.crops(range(len(held)))
+        res["realism"] = {**realism(gen, mtf, real, seed), "mtf_skipped": skipped, "n_held_out": len(held)}
+        res["judge_on_real"] = judge_on_real(seg, det, real, kf)
+        cov_mtf = seg_coverage(seg.predict_uint8(mtf).astype(bool)) if len(mtf) else None
+        if cov_mtf is not None:
+            res["judge_on_real"]["seg_correct_mtf"] = float(cov_mtf["correct"].mean())
     res["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(run_dir / "quality.json", json.dumps(_finite(res), indent=2) + "\n")
     save_grid(run_dir / "quality_grid.png", src, refs, outs if styled else outs * len(refs))
