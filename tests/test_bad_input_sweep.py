@@ -20,7 +20,6 @@ from test_bad_input_gallery import FIXED, fixed_face_plugins, make_gallery
 from mfrbench.cli import cli
 from mfrbench.manifest import read_manifest
 
-
 #: Gallery outcomes that a command reading files straight from a folder (no manifest, any size) reads fine.
 READ_BY_PATH = ("ok", "duplicate", "no_identity", "too_small", "bad_name")
 
@@ -268,3 +267,23 @@ def test_align_with_two_workers_gives_the_same_manifest(swept, tmp_path, models_
     assert sorted(df["key"]) == sorted(exp)
     got = {r.key: r.reason.split(":")[0] for r in df.itertuples() if exp[r.key] != "ok"}
     assert got == {k: v for k, v in exp.items() if v != "ok"}
+
+
+def test_train_gen_on_the_raw_gallery(swept, tmp_path, models_root):
+    """train-gen --faces/--masks <the gallery>: aligned once into the run folder, bad files skipped, one step trains."""
+    tmp = swept[0]
+    before = _tree(tmp / "gallery")
+    out = _invoke("train-gen", "--method", "cyclegan", "--profile", "smoke", "--faces", tmp / "gallery", "--masks",
+                  tmp / "gallery", "--steps", 1, "--max-faces", 100, "--max-masks", 100, "--out", tmp_path / "cg",
+                  "--device", "cpu", "--no-progress")
+    assert "1 steps" in out and (tmp_path / "cg" / "checkpoints" / "last.pt").is_file()
+    aligned = [p for p in (tmp_path / "cg").rglob("manifest.csv")]
+    assert aligned, "the gallery is aligned into the run folder, with a manifest"
+    want = {k: "ok" if v == "no_identity" else v for k, v in swept[1].items()}  # any tree of photos here
+    for m in aligned:
+        df = read_manifest(m.parent)
+        assert sorted(df["key"]) == sorted(want)
+        for r in df.itertuples():
+            got = "ok" if r.status == "ok" else r.reason.split(":")[0]
+            assert got == want[r.key] or (want[r.key] == "ok" and got == "no_face"), (r.key, got)
+    assert _tree(tmp / "gallery") == before
