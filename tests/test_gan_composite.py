@@ -212,3 +212,34 @@ def test_nonmask_scores_use_the_evaluator_metric():
     keep[:, 20:] = False
     s = nonmask_scores(src, out, keep)
     assert s["ssim"] == pytest.approx(1.0) and s["n_identical"] == 2
+
+
+class _BoxSeg:
+    """A stand-in Seg: calls the nose-mouth box mask (so Seg-correct is 1 on every image)."""
+
+    def predict_uint8(self, images):
+        (y0, y1, x0, x1) = face_boxes(images.shape[1])["nose_mouth"]
+        m = np.zeros(images.shape[:3], np.uint8)
+        m[:, y0:y1, x0:x1] = 1
+        return m
+
+
+def test_run_readout_writes_quality_json_and_grid(tmp_path):
+    import json
+
+    from mfrbench.generators.gan.readout import run_readout
+
+    t, m = resolve_config("cyclegan", "smoke", model={"output": "composite"})
+    model = build_gan(t, m)
+    rng = np.random.default_rng(0)
+    faces = DomainData("faces", torch.from_numpy(rng.integers(0, 256, (6, 3, 64, 64), dtype=np.uint8)),
+                       [f"f{i}" for i in range(6)], "x",
+                       lambda ix: rng.integers(0, 256, (len(ix), 112, 112, 3), dtype=np.uint8))
+    masks = DomainData("masks", torch.zeros(5, 3, 64, 64, dtype=torch.uint8), [f"m{i}" for i in range(5)], "x",
+                       lambda ix: np.stack([np.full((112, 112, 3), 40 * i, np.uint8) for i in ix]))
+    res = run_readout(model, faces, masks, None, tmp_path, seg=_BoxSeg(), n_faces=4, n_refs=3)
+    saved = json.loads((tmp_path / "quality.json").read_text())
+    assert saved["seg_correct"] == 1.0 == res["seg_correct"] and saved["nonmask_source"] == "alpha"
+    assert {"nonmask_full", "nonmask_train", "mask_area", "ref_keys"} <= set(saved)
+    assert len(saved["ref_keys"]) == 3 and "style" not in saved and "realism" not in saved
+    assert (tmp_path / "quality_grid.png").is_file()
