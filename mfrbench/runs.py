@@ -132,15 +132,10 @@ def load_checkpoint(run_or_file: str | os.PathLike, map_location: str | torch.de
     p = find_checkpoint(run_or_file)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True, mmap=True)
-    except pickle.UnpicklingError as err:
-        # torch's text goes on to suggest weights_only=False, i.e. running the file's code: never pass that on.
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise MfrbenchError(f"cannot read checkpoint {p}: it holds Python objects, not only tensors and plain "
-                                "values (not a checkpoint mfrbench wrote, or a crafted one), and such a file is never "
-                                "unpickled: give a run folder written by mfrbench") from err
-        raise _unreadable(p, err) from err
-    except Exception as err:  # truncated / not a checkpoint: say which file
-        raise _unreadable(p, err) from err
+    except Exception as err:  # truncated / not a checkpoint / a pickle that needs code: say which file
+        cls = MfrbenchError if torch_load_refused(err) else DamagedFileError
+        raise cls(f"cannot read checkpoint {p}: {torch_load_problem(err)}; give an intact run folder written by "
+                  "mfrbench, or retrain") from err
     if not isinstance(state, dict) or not {"kind", "config", "state"} & set(state):
         what = f"keys {sorted(map(str, state))[:5]}" if isinstance(state, dict) else f"a {type(state).__name__}"
         raise MfrbenchError(f"{p} is not an mfrbench checkpoint (it holds {what}): give a run folder written by "
@@ -153,10 +148,22 @@ def load_checkpoint(run_or_file: str | os.PathLike, map_location: str | torch.de
     return state
 
 
-def _unreadable(p: Path, err: Exception) -> MfrbenchError:
+def torch_load_refused(err: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` failed because the file needs code to unpickle."""
+    return isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower()
+
+
+def torch_load_problem(err: Exception) -> str:
+    """What a failed ``torch.load(weights_only=True)`` means, in a few words, for a one-line error.
+
+    Never torch's own advice for a refused file ("re-running with weights_only=False will likely succeed"):
+    that runs whatever code the file holds.
+    """
+    if torch_load_refused(err):
+        return ("it holds Python objects, not only tensors and plain values (not written by mfrbench, or crafted), "
+                "and such a file is never unpickled")
     first = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__
-    return DamagedFileError(f"cannot read checkpoint {p}: truncated or not a PyTorch checkpoint ({first}); give an "
-                            "intact run folder or retrain")
+    return f"truncated or not a PyTorch checkpoint ({first})"
 
 
 # ------------------------------------------------------------------------------------- RunDir

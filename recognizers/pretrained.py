@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.runs import torch_load_problem
 
 #: how many offending keys an error message lists
 _SHOW = 3
@@ -69,8 +70,8 @@ def read_init(path: str | os.PathLike) -> InitWeights:
         return _from_run(p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, truncated, or a pickle that needs code
-        raise MfrbenchError(f"--init {p}: cannot read it as a PyTorch state dict ({str(err).splitlines()[0]})") \
+    except Exception as err:  # not a torch file, truncated, or a pickle that needs code (issue 12: no torch advice)
+        raise MfrbenchError(f"--init {p}: cannot read it as a PyTorch state dict ({torch_load_problem(err)})") \
             from err
     if isinstance(obj, Mapping) and "backbone" in obj and "config" in obj:  # a train-fr checkpoint file
         return _from_run(p)

@@ -97,7 +97,7 @@ CASES = {
 CHECKPOINTS = {
     "truncated.pt": ["truncated or not a PyTorch checkpoint"],
     "evil.pt": ["truncated or not a PyTorch checkpoint"],  # a raw pickle is not torch's zip format
-    "evil_zip.pt": ["cannot read checkpoint", "it holds Python objects", "never unpickled"],
+    "evil_zip.pt": ["cannot read checkpoint", "it holds Python objects", "never unpickled"],  # [1:] also --init
     "foreign.pt": ["is not an mfrbench checkpoint", "keys ['a']"],
     "list.pt": ["is not an mfrbench checkpoint", "a list"],
 }
@@ -141,6 +141,14 @@ def test_bad_checkpoint_is_one_line_and_never_unpickled(command, ck, kit, tmp_pa
     assert ck in line
     assert "weights_only" not in line and "False" not in line  # torch's "retry with weights_only=False": never
     assert not (tmp_path / "PWNED-by-checkpoint").exists() and not (tmp_path / "PWNED-by-gallery").exists()
+
+
+@pytest.mark.parametrize("ck", ["truncated.pt", "evil_zip.pt"])
+def test_train_fr_init_with_a_bad_file_is_one_line(ck, kit, tmp_path):
+    line = _one_line(["train-fr", "--data", kit / "a", "--init", kit / ck, "--val-identities", "0", "--epochs", "1",
+                      "--batch-size", "2", "--workers", "0", "--out", tmp_path / "fr"],
+                     ["--init", ck, "cannot read it as a PyTorch state dict"] + CHECKPOINTS[ck][1:])
+    assert "weights_only" not in line and "False" not in line
 
 
 def test_a_truncated_run_checkpoint_names_the_file_on_resume(tmp_path):
