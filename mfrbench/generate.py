@@ -439,17 +439,21 @@ def _manifest_records(manifest: "str | os.PathLike", limit: int | None):
     import pandas as pd
 
     from mfrbench.datasets import FaceRecord
-    from mfrbench.manifest import read_manifest_meta, resolve_manifest_path
+    from mfrbench.manifest import check_row_count, damage_named, read_manifest_meta, resolve_manifest_path
 
     meta = read_manifest_meta(manifest)
     if meta.get("kind") != "aligned":
         raise MfrbenchError(f"{manifest} is a {meta.get('kind')!r} manifest; --manifest takes the output "
                             "folder of `mfrbench align`")
     csv = resolve_manifest_path(manifest)
-    header = pd.read_csv(csv, nrows=0).columns
+    with damage_named(csv):
+        header = pd.read_csv(csv, nrows=0).columns
     want = [c for c in ("key", "identity", "is_masked", "source", "out_path", "status", "lmk5_crop", "lmk68_crop")
             if c in header]
-    n_ok = int((pd.read_csv(csv, usecols=["status"], keep_default_na=False)["status"] == "ok").sum())
+    with damage_named(csv):
+        status = pd.read_csv(csv, usecols=["status"], keep_default_na=False)["status"]
+    check_row_count(csv, len(status))
+    n_ok = int((status == "ok").sum())
     total = n_ok if limit is None else min(n_ok, limit)
 
     def tup(v: str):
@@ -457,16 +461,17 @@ def _manifest_records(manifest: "str | os.PathLike", limit: int | None):
 
     def gen():
         n = 0
-        for chunk in pd.read_csv(csv, usecols=want, chunksize=4096, keep_default_na=False,
-                                 dtype={"key": str, "identity": str, "out_path": str}):
-            for r in chunk[chunk["status"] == "ok"].to_dict("records"):
-                if n == total:
-                    return
-                n += 1
-                yield FaceRecord(path=str(csv.parent / r["out_path"]), identity=r.get("identity") or None,
-                                 is_masked=str(r.get("is_masked", "")).lower() == "true",
-                                 source=r.get("source", ""), key=r["key"], lmk5=tup(r.get("lmk5_crop")),
-                                 lmk68=tup(r.get("lmk68_crop")))
+        with damage_named(csv):  # a garbled landmark cell: one line naming the file, not a traceback
+            for chunk in pd.read_csv(csv, usecols=want, chunksize=4096, keep_default_na=False,
+                                     dtype={"key": str, "identity": str, "out_path": str}):
+                for r in chunk[chunk["status"] == "ok"].to_dict("records"):
+                    if n == total:
+                        return
+                    n += 1
+                    yield FaceRecord(path=str(csv.parent / r["out_path"]), identity=r.get("identity") or None,
+                                     is_masked=str(r.get("is_masked", "")).lower() == "true",
+                                     source=r.get("source", ""), key=r["key"], lmk5=tup(r.get("lmk5_crop")),
+                                     lmk68=tup(r.get("lmk68_crop")))
 
     return gen(), total, meta
 

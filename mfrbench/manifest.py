@@ -50,6 +50,7 @@ the rows as the workers returned them; the rule is applied when the CSV is writt
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -63,7 +64,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from mfrbench import __version__
-from mfrbench.errors import MfrbenchError
+from mfrbench.errors import DamagedFileError, MfrbenchError
 from mfrbench.imageio import atomic_write_bytes, atomic_writer
 
 SCHEMA_VERSION = 1
@@ -113,7 +114,7 @@ class ManifestWriter:
         self.resumed = 0
         started = None
         if self.journal_path.exists() and self.meta_path.exists():
-            meta = json.loads(self.meta_path.read_text())
+            meta = read_manifest_meta(self.out_dir)
             if not resume:
                 raise MfrbenchError(f"{self.out_dir} already holds a {meta.get('kind')} run; "
                                     "pass --resume to continue it or choose a new --out")
@@ -316,17 +317,48 @@ def resolve_manifest_path(path: str | os.PathLike) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def damage_named(path: str | os.PathLike):
+    """Turn what a damaged manifest file raises while it is parsed (truncated, garbage, not UTF-8) into a one-line
+    :class:`~mfrbench.errors.DamagedFileError` naming it."""
+    try:
+        yield
+    except (ValueError, csv.Error) as err:  # pandas ParserError, JSONDecodeError, UnicodeDecodeError are ValueErrors
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        fix = "rerun the command that wrote it into a new --out" if Path(path).name == MANIFEST_JSON else \
+            f"rerun the command that wrote it into its folder, same arguments (the CSV is rewritten from {JOURNAL})"
+        raise DamagedFileError(f"{path} is damaged ({first}): restore it, or {fix}") from err
+
+
+def check_row_count(csv_path: Path, n_rows: int) -> None:
+    """A finished run's CSV holds the rows its ``manifest.json`` counts (a file cut at a line end still parses)."""
+    if not (csv_path.parent / MANIFEST_JSON).is_file():
+        return
+    meta = read_manifest_meta(csv_path.parent)
+    n = meta.get("ok", 0) + meta.get("skipped", 0) if meta.get("finished") else n_rows
+    if isinstance(n, int) and n != n_rows:
+        raise DamagedFileError(f"{csv_path} holds {n_rows} rows but {MANIFEST_JSON} counts {n}: restore it, or rerun "
+                               "the command that wrote it into its folder with the same arguments (the CSV is "
+                               f"rewritten from {JOURNAL})")
+
+
 def read_manifest(path: str | os.PathLike, *, status: str | None = None) -> pd.DataFrame:
     """Read a manifest (its directory or CSV file); decode JSON list columns.
 
     Adds ``abs_out_path`` (absolute output path) for convenience. ``status='ok'`` keeps ok rows.
+
+    Raises:
+        DamagedFileError: the CSV does not parse, or it holds another number of rows than the finished
+            run's ``manifest.json`` counts (a file truncated at a line end).
     """
     p = resolve_manifest_path(path)
-    df = pd.read_csv(p, dtype={"identity": str, "key": str, "reason": str, "out_path": str, "sha1": str},
-                     keep_default_na=False)
-    for col in df.columns:
-        if col in JSON_COLUMNS:
-            df[col] = df[col].map(lambda v: json.loads(v) if isinstance(v, str) and v else None)
+    with damage_named(p):
+        df = pd.read_csv(p, dtype={"identity": str, "key": str, "reason": str, "out_path": str, "sha1": str},
+                         keep_default_na=False)
+        for col in df.columns:
+            if col in JSON_COLUMNS:
+                df[col] = df[col].map(lambda v: json.loads(v) if isinstance(v, str) and v else None)
+    check_row_count(p, len(df))
     if "is_masked" in df.columns:
         df["is_masked"] = df["is_masked"].map(lambda v: v if isinstance(v, bool) else str(v).lower() == "true")
     df["abs_out_path"] = [str(p.parent / o) if o else "" for o in df["out_path"]]
@@ -340,4 +372,8 @@ def read_manifest_meta(path: str | os.PathLike) -> dict:
     meta = (p if p.is_dir() else p.parent) / MANIFEST_JSON
     if not meta.is_file():
         raise MfrbenchError(f"no manifest metadata at {meta}")
-    return json.loads(meta.read_text())
+    with damage_named(meta):
+        out = json.loads(meta.read_bytes().decode("utf-8"))
+    if not isinstance(out, dict):
+        raise DamagedFileError(f"{meta} is damaged (a JSON {type(out).__name__}, not an object): restore it")
+    return out
