@@ -194,7 +194,10 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
     """
     from dataclasses import asdict
 
+    from mfrbench.imageio import refuse_output_inside
     from mfrbench.pipeline import process_records
+
+    refuse_output_inside(out_dir, ds.root)
     from mfrbench.shards import Shard
 
     cfg = cfg or AlignConfig()

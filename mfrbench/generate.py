@@ -541,6 +541,9 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                           aligned_skipped=src_meta.get("skipped"))
         name = extra_meta["dataset"] or "aligned"
     elif dataset is not None:
+        from mfrbench.imageio import refuse_output_inside
+
+        refuse_output_inside(out_dir, dataset.root)
         config.update(input="photos", dataset=dataset.name, root=str(dataset.root))
         extra_meta.update(input="photos", dataset=dataset.name, **dataset.info)
         total = limit if limit is not None else dataset.count()

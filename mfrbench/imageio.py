@@ -151,6 +151,23 @@ def safe_output_path(out_dir: str | os.PathLike, rel: str) -> Path:
     return target
 
 
+def refuse_output_inside(out_dir: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Refuse an output folder inside the folder the inputs are listed from (``--out`` under ``--root``).
+
+    Its outputs would be listed as inputs the next time (an ``images`` identity, masked crops masked
+    again), and a rerun would no longer match its own manifest.
+
+    Raises:
+        MfrbenchError: ``out_dir`` is ``root`` or lies inside it.
+    """
+    from mfrbench.errors import MfrbenchError
+
+    out, base = Path(out_dir).resolve(), Path(root).resolve()
+    if out == base or base in out.parents:
+        raise MfrbenchError(f"the output folder {out_dir} lies inside the input folder {root}: the next run would "
+                            "read its outputs as inputs; choose an --out outside it")
+
+
 def content_hash(data: bytes) -> str:
     """Content hash of a file's bytes (sha1: fast, and collisions are irrelevant here)."""
     return hashlib.sha1(data).hexdigest()

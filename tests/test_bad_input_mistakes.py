@@ -91,6 +91,10 @@ CASES = {
     "train-gen bad yaml": (["train-gen", "--faces", "{a}", "--masks", "{a}", "--config", "{tmp}/bad.yaml"],
                            ["bad.yaml is not valid YAML"]),
     "report results file": (["report", "--results", "{tmp}/FILE.txt"], ["is a file, not a results store"]),
+    "align out inside root": (["align", "--dataset", "synthetic", "--root", "{s}", "--out", "{s}/aligned"],
+                              ["lies inside the input folder", "choose an --out outside it"]),
+    "generate out inside root": (["generate", "--dataset", "synthetic", "--root", "{s}", "--mask-type", "plain",
+                                  "--out", "{s}/masked"], ["lies inside the input folder"]),
     "report results NOPE": (["report", "--results", "{tmp}/NOPE"], ["no results store at"]),
 }
 
@@ -121,6 +125,10 @@ def _fill(args: list, kit: Path, out: Path, **extra) -> list:
 def test_user_mistake_is_one_line_before_any_work(case, kit, tmp_path):
     args, must = CASES[case]
     out = tmp_path / ("out.csv" if args[0] == "detect-parts" else "out")
+    if "--out" in args:  # the case names its own --out
+        _one_line(_fill(args, kit, out)[:-2], must)
+        assert not any(p.name in ("aligned", "masked") for p in (kit / "s").iterdir())
+        return
     if args[0] == "report":  # report's --out is where tables go; the store is --results
         _one_line(_fill(args, kit, out), must)
         assert not (kit / "NOPE").exists()
