@@ -99,9 +99,67 @@ def load_embeddings(path: str | os.PathLike, *, model_info: dict, keys: list[str
     return emb
 
 
+def model_key(info: dict) -> str:
+    """What names a model's weights in the embedding caches: its config hash and, for trained runs,
+    the training step (``--max-steps``/``--time-budget`` are run control, outside the config hash: a
+    resumed run keeps its hash but has new weights, and must not read the old run's embeddings)."""
+    key = str(info.get("config_hash") or "model")
+    step = info.get("global_step")
+    return key if step is None else f"{key}-step{int(step)}"
+
+
+def _crop_digests(paths: list[str]) -> list[str]:
+    from mfrbench.imageio import content_hash
+
+    out = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                out.append(content_hash(f.read()))
+        except OSError as err:
+            raise MfrbenchError(f"cannot read the aligned crop {p} ({err}); delete the protocol cache and "
+                                "rerun") from err
+    return out
+
+
+def _load_store(path: Path, info: dict, flip: bool) -> dict[str, np.ndarray]:
+    """The content-keyed embeddings of one model (:func:`embed_images` ``shared=``); empty when absent,
+    damaged or of another model (it is rebuilt: a cache, never a source of truth)."""
+    if not path.is_file():
+        return {}
+    try:
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(str(z["meta"]))
+        if meta.get("model_key") != model_key(info) or meta.get("flip") != flip:
+            return {}
+        return dict(zip(z["keys"].tolist(), z["emb"]))
+    except Exception as err:  # truncated or foreign file: start afresh
+        log.warning("%s is not a readable embeddings store (%s: %s); rebuilding it", path, type(err).__name__, err)
+        return {}
+
+
+def _save_store(path: Path, store: dict[str, np.ndarray], info: dict, flip: bool) -> None:
+    import io
+
+    from mfrbench.imageio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    keys = sorted(store)
+    meta = {"model_key": model_key(info), "model": info.get("model"), "flip": flip}
+    np.savez(buf, emb=np.stack([store[k] for k in keys]).astype(np.float32), keys=np.array(keys),
+             meta=np.array(json.dumps(meta)))
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None = None, batch: int = 64,
-                 progress: bool = True) -> np.ndarray:
-    """(N, D) float32 embeddings of the 112x112 crops at ``paths`` (cached in ``cache``)."""
+                 progress: bool = True, shared: Path | None = None) -> np.ndarray:
+    """(N, D) float32 embeddings of the 112x112 crops at ``paths`` (cached in ``cache``).
+
+    ``shared``: an embeddings store of this model keyed by the crops' content (SHA-1), shared by
+    every protocol of a cache folder: LFW-masked's unmasked side is LFW's crops, so after ``eval
+    --benchmark lfw`` only its masked crops are embedded. Concurrent evals may drop each other's
+    new entries (the last writer wins); they never mix up two crops or two models.
+    """
     import cv2
     from tqdm import tqdm
 
@@ -115,11 +173,23 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
             check_finite_embeddings(emb, paths, what=f"{info.get('model', 'the model')} (cached in {cache})")
             return emb
     out = np.zeros((len(paths), model.embedding_dim), np.float32)
-    bar = tqdm(total=len(paths), desc=f"embed ({info.get('model', 'model')})", unit="img", disable=not progress,
+    todo = list(range(len(paths)))
+    store: dict[str, np.ndarray] = {}
+    if shared is not None:
+        digests = _crop_digests(paths)
+        store = _load_store(shared, info, flip)
+        hit = [i for i, d in enumerate(digests) if d in store and store[d].shape == (model.embedding_dim,)]
+        if hit:
+            out[hit] = np.stack([store[digests[i]] for i in hit])
+            hit_set = set(hit)
+            todo = [i for i in todo if i not in hit_set]
+            log.info("%d of %d embeddings from %s", len(hit), len(paths), shared)
+    bar = tqdm(total=len(todo), desc=f"embed ({info.get('model', 'model')})", unit="img", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
-    for i in range(0, len(paths), batch):
+    for s in range(0, len(todo), batch):
+        idx = todo[s:s + batch]
         imgs = []
-        for p in paths[i:i + batch]:
+        for p in (paths[i] for i in idx):
             bgr = cv2.imread(p, cv2.IMREAD_COLOR)
             if bgr is None:
                 raise MfrbenchError(f"cannot read the aligned crop {p}; delete the protocol cache and rerun")
@@ -130,12 +200,15 @@ def embed_images(model: Any, paths: list[str], *, flip: bool, cache: Path | None
         if e.shape != (len(imgs), model.embedding_dim):
             raise MfrbenchError(f"model returned embeddings of shape {e.shape}, expected ({len(imgs)}, "
                                 f"{model.embedding_dim})")
-        out[i:i + len(imgs)] = e
+        out[idx] = e
         bar.update(len(imgs))
     bar.close()
     check_finite_embeddings(out, paths, what=str(info.get("model", "the model")))  # before a cache is written
     if cache is not None:
         save_embeddings(cache, out, paths, info, flip=flip)
+    if shared is not None and todo:
+        store.update((digests[i], out[i]) for i in todo)
+        _save_store(shared, store, info, flip)
     return out
 
 
@@ -218,7 +291,8 @@ def embed(model: Any, prep: Prepared, cfg: EvalConfig, *, progress: bool = True,
     from mfrbench.merge import assemble_embeddings, shard_embeddings_path
 
     info = dict(model.info)
-    cache = prep.work / f"emb-{info.get('config_hash', 'model')}-flip{int(cfg.flip)}.npz"
+    cache = prep.work / f"emb-{model_key(info)}-flip{int(cfg.flip)}.npz"
+    shared = prep.work.parent / "embeddings" / f"{model_key(info)}-flip{int(cfg.flip)}.npz"
     paths = prep.images.crop_path[prep.ok].tolist()
     if shard is not None:
         embed_images(model, [p for p in paths if shard.owns(p)], flip=cfg.flip,
@@ -227,7 +301,7 @@ def embed(model: Any, prep: Prepared, cfg: EvalConfig, *, progress: bool = True,
     if not cache.is_file():
         assemble_embeddings(cache, paths, info, flip=cfg.flip)
     E = np.zeros((len(prep.images), model.embedding_dim), np.float32)
-    E[prep.ok] = embed_images(model, paths, flip=cfg.flip, cache=cache, progress=progress)
+    E[prep.ok] = embed_images(model, paths, flip=cfg.flip, cache=cache, progress=progress, shared=shared)
     return E
 
 
