@@ -3,7 +3,8 @@
 :func:`map_records` is a drop-in for :func:`mfrbench.pipeline.map_records`: the records go through
 ``ray.data`` in windows of ``window`` records; each window is a ``map_batches`` over a pool of
 ``workers`` actors, each of which builds the stage's worker once (``factory(**factory_kwargs)``,
-exactly as a local worker process does) and calls it on ``chunk`` records at a time. Rows come back
+exactly as a local worker process does) and calls it on the local engine's chunks of ``chunk``
+records (so a backend whose randomness is per batch sees the same batches). Rows come back
 in input order (``preserve_order``), as JSON, and go into the same manifest writer, duplicate rule
 and resume journal as a local run, so the output is byte-identical to ``--engine local``.
 
@@ -53,9 +54,11 @@ class _RecordsWorker:
 
         from mfrbench.pipeline import _call_chunk
 
-        recs = [FaceRecord(**json.loads(s)) for s in batch["rec"]]
-        rows = _call_chunk(self.fn, recs)
-        return {"row": np.array([json.dumps(r, default=_jsonable) for r in rows], dtype=object)}
+        out = []
+        for item in batch["chunk"]:  # each item is one chunk of the local engine: the same generator batches
+            recs = [FaceRecord(**d) for d in json.loads(item)]
+            out.append(json.dumps(_call_chunk(self.fn, recs), default=_jsonable))
+        return {"rows": np.array(out, dtype=object)}
 
 
 def _ray():
@@ -82,20 +85,28 @@ def _windows(records: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]
 
 def map_records(records: Iterable[FaceRecord], factory: Callable[..., Any], factory_kwargs: dict, *,
                 workers: int = 1, chunk: int = 8, window: int = WINDOW) -> Iterator[dict]:
-    """Yield the stage worker's row for each record, in input order, computed by ``workers`` Ray actors."""
+    """Yield the stage worker's row for each record, in input order, computed by ``workers`` Ray actors.
+
+    The records are cut into the local engine's chunks (``chunk`` records, windows a multiple of it), and
+    each chunk is one worker call, so a backend sees the same batches as with ``--engine local``.
+    """
+    from mfrbench.pipeline import _chunks
+
     ray = _ray()
     factory(**factory_kwargs)  # a bad config fails here, once, clearly (as the local engine does)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
-    for win in _windows(records, window):
-        ds = ray.data.from_items([{"rec": json.dumps(asdict(r))} for r in win])
-        out = ds.map_batches(_RecordsWorker, fn_constructor_kwargs={"factory": factory,
-                                                                    "factory_kwargs": factory_kwargs},
-                             batch_size=chunk, batch_format="numpy", concurrency=workers, num_cpus=1)
+    per_call = max(1, 256 // chunk)  # chunks per actor call: Ray's per-call cost spread over ~256 images
+    for win in _windows(records, max(chunk, window // chunk * chunk)):
+        items = [{"chunk": json.dumps([asdict(r) for r in ch])} for ch in _chunks(win, chunk)]
+        out = ray.data.from_items(items).map_batches(
+            _RecordsWorker, fn_constructor_kwargs={"factory": factory, "factory_kwargs": factory_kwargs},
+            batch_size=per_call, batch_format="numpy", concurrency=workers, num_cpus=1)
         n = 0
         for item in out.iter_rows():
-            n += 1
-            yield json.loads(item["row"])
+            for row in json.loads(item["rows"]):
+                n += 1
+                yield row
         if n != len(win):
             raise MfrbenchError(f"Ray returned {n} rows for {len(win)} records")
