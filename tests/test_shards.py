@@ -245,3 +245,23 @@ def test_slurm_script_refuses_options_it_sets():
 
     res = CliRunner().invoke(cli, ["slurm-script", "generate", "--shards", "2", "--out", "x", "--shard", "0/2"])
     assert res.exit_code != 0 and "--shard is set by slurm-script" in res.output
+
+
+def test_gan_generator_shards_merge_to_one_process_run(tmp_path):
+    """A GAN backend (CycleGAN-shaped, random weights, batched on the CPU) under --shard: the same bytes."""
+    import torch
+
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.gan.generator import GANMaskGenerator
+
+    t, m = resolve_config("cyclegan", "cpu", train={"size": 64}, model={"n_blocks": 2})
+    torch.manual_seed(0)
+    gen = GANMaskGenerator(build_gan(t, m, torch.device("cpu")), run_dir="test", batch_size=8)
+    root, _ = materialize(tmp_path / "s", identities=4, per_identity=4)
+    kw = dict(dataset=_ds(root), seed=1, progress=False, cfg=GenerateConfig(ext=".png"), batch_size=8)
+    generate_dataset(gen, tmp_path / "one", **kw)
+    for i in range(3):
+        generate_dataset(gen, tmp_path / f"s{i}", shard=f"{i}/3", **kw)
+    merge_shards(tmp_path / "m", [tmp_path / f"s{i}" for i in range(3)])
+    assert tree(tmp_path / "m") == tree(tmp_path / "one") and len(tree(tmp_path / "one")) == 2 * 16 + 2
