@@ -265,3 +265,18 @@ def test_gan_generator_shards_merge_to_one_process_run(tmp_path):
         generate_dataset(gen, tmp_path / f"s{i}", shard=f"{i}/3", **kw)
     merge_shards(tmp_path / "m", [tmp_path / f"s{i}" for i in range(3)])
     assert tree(tmp_path / "m") == tree(tmp_path / "one") and len(tree(tmp_path / "one")) == 2 * 16 + 2
+
+
+def test_slurm_script_for_eval_ends_with_the_unsharded_eval(tmp_path):
+    from mfrbench.cli import cli
+
+    res = CliRunner().invoke(cli, ["slurm-script", "eval", "--shards", "4", "--out", "res", "--max-parallel", "2",
+                                   "--model", "dlib", "--benchmark", "rmfrd", "--partition", "gpu"])
+    assert res.exit_code == 0, res.output
+    script = res.output
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --partition=gpu" in script
+    assert 'eval --model dlib --benchmark rmfrd --results res --workers 4 --shard "$SLURM_ARRAY_TASK_ID/4"' in script
+    final = script.split("final.sbatch <<'EOF'")[1].split("EOF")[0]
+    assert "eval --model dlib --benchmark rmfrd --results res --workers 4" in final and "--shard" not in final
+    (tmp_path / "s.sh").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "s.sh")]).returncode == 0
