@@ -56,29 +56,32 @@ def _synthetic_crops(n_ids: int = 40, per: int = 8) -> str:
     return os.path.join(root, "crops")
 
 
-def child_trainer(backbone: str, steps: int, data: str, workers: int) -> dict:
+def child_trainer(backbone: str, steps: int, data: str, workers: int, input_size: int = 112,
+                  mask_aug: str | None = None) -> dict:
     import pandas as pd
 
+    from mfrbench.generators.augment import parse_mask_aug
     from mfrbench.recognizers.config import TrainConfig
     from mfrbench.recognizers.train import train
 
     out = tempfile.mkdtemp(prefix="bench-train-run-")
     cfg = TrainConfig(data=(data,), out=out, backbone=backbone, head="arcface", batch_size=BATCH, epochs=10,
-                      lr=0.05, workers=workers, val_identities=0, log_every=1, progress=False, max_steps=steps + 1)
-    train(cfg)
+                      lr=0.05, workers=workers, val_identities=0, log_every=1, progress=False, max_steps=steps + 1,
+                      input_size=input_size, mask_aug=mask_aug)
+    train(cfg, augment_factory=parse_mask_aug)
     log = pd.read_csv(os.path.join(out, "train_log.csv"))
     rates = log["images_per_s"].tolist()[1:]           # step 1 includes worker start-up and first-touch costs
     return {"images_per_s": statistics.median(rates), "rss_mb": _rss_mb()}
 
 
-def child_bare(backbone: str, steps: int) -> dict:
+def child_bare(backbone: str, steps: int, input_size: int = 112) -> dict:
     import torch
 
     from mfrbench.recognizers.backbones import create_backbone
     from mfrbench.recognizers.heads import create_head
 
     torch.manual_seed(0)
-    model = create_backbone(backbone).to(memory_format=torch.channels_last)
+    model = create_backbone(backbone, input_size=input_size).to(memory_format=torch.channels_last)
     head = create_head("arcface", embedding_dim=512, num_classes=160)
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.05, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(BATCH, 3, 112, 112).contiguous(memory_format=torch.channels_last)
@@ -159,6 +162,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="aligned manifest or crop folder (default: synthetic JPEG crops)")
     ap.add_argument("--workers", type=int, default=1, help="trainer DataLoader workers")
     ap.add_argument("--backbones", default="iresnet18,mobilefacenet")
+    ap.add_argument("--input-size", type=int, default=112, help="the backbones' own resolution (crops stay 112)")
+    ap.add_argument("--mask-aug", default=None, help="also time the trainer with this --mask-aug spec")
+    ap.add_argument("--no-embed", action="store_true", help="skip the embedding rows")
     ap.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._child:
@@ -167,9 +173,10 @@ def main() -> None:
         torch.set_num_threads(THREADS)
         kind, backbone, steps = a._child[0], a._child[1], int(a._child[2])
         if kind == "trainer":
-            res = child_trainer(backbone, steps, a._child[3], int(a._child[4]))
+            res = child_trainer(backbone, steps, a._child[3], int(a._child[4]), int(a._child[5]),
+                                None if a._child[6] == "-" else a._child[6])
         elif kind == "bare":
-            res = child_bare(backbone, steps)
+            res = child_bare(backbone, steps, int(a._child[3]))
         else:
             res = child_embed(backbone, steps, kind.split("-")[1])
         print(json.dumps(res))
@@ -177,16 +184,21 @@ def main() -> None:
     steps, repeats = (2, 1) if a.quick else (a.steps, a.repeats)
     data = a.data or _synthetic_crops()
     src = "real JPEG crops: " + data if a.data else "SYNTHETIC faces as JPEG crops"
-    print(f"# bench_train: batch {BATCH}, 112x112, {THREADS} threads, {steps} timed steps x {repeats} repeats, "
+    print(f"# bench_train: batch {BATCH}, 112x112 crops, backbone input {a.input_size}, {THREADS} threads, "
+          f"{steps} timed steps x {repeats} repeats, "
           f"trainer workers {a.workers}; data: {src}")
     print(f"# loadavg {os.getloadavg()}, cpus {os.cpu_count()}")
     print(f"{'backbone':<14} {'what':<26} {'ours img/s':>10} {'baseline img/s':>14} {'ratio':>6} "
           f"{'ours RSS MB':>11} {'base RSS MB':>11}")
     for bb in a.backbones.split(","):
-        tr = _median_cell(["trainer", bb, str(steps), data, str(a.workers)], repeats)
-        bare = _median_cell(["bare", bb, str(steps)], repeats)
-        print(f"{bb:<14} {'train: trainer vs bare':<26} {tr['images_per_s']:>10.2f} {bare['images_per_s']:>14.2f} "
-              f"{tr['images_per_s'] / bare['images_per_s']:>6.2f} {tr['rss_mb']:>11.0f} {bare['rss_mb']:>11.0f}")
+        bare = _median_cell(["bare", bb, str(steps), str(a.input_size)], repeats)
+        for spec in ("-", *([a.mask_aug] if a.mask_aug else [])):
+            tr = _median_cell(["trainer", bb, str(steps), data, str(a.workers), str(a.input_size), spec], repeats)
+            what = "train: trainer vs bare" if spec == "-" else "train +mask-aug vs bare"
+            print(f"{bb:<14} {what:<26} {tr['images_per_s']:>10.2f} {bare['images_per_s']:>14.2f} "
+                  f"{tr['images_per_s'] / bare['images_per_s']:>6.2f} {tr['rss_mb']:>11.0f} {bare['rss_mb']:>11.0f}")
+        if a.no_embed:
+            continue
         ort_ = _median_cell(["embed-ort", bb, str(steps * 2)], repeats)
         eager = _median_cell(["embed-torch", bb, str(steps * 2)], repeats)
         print(f"{bb:<14} {'embed: onnxruntime vs eager':<26} {ort_['images_per_s']:>10.2f} "
