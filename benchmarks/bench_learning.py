@@ -40,9 +40,9 @@ from mfrbench.paths import data_root
 from mfrbench.recognizers.backbones import create_backbone
 from mfrbench.recognizers.config import resolve_config
 from mfrbench.recognizers.data import build_train_data, decode_crop
-from mfrbench.recognizers.embed import Embedder, load_embedder, preprocess
+from mfrbench.recognizers.embed import Embedder, load_embedder
 from mfrbench.recognizers.train import run_dir_of, train
-from mfrbench.recognizers.validate import gallery_probe_split
+from mfrbench.recognizers.validate import gallery_probe_split, reestimate_batchnorm
 
 LOSSES = ("arcface", "cosface", "softmax", "triplet")
 BENCHMARKS = ("lfw", "lfw-masked")
@@ -71,15 +71,8 @@ def untrained_embedder(cfg, train_images: np.ndarray, info: dict) -> Embedder:
     BatchNorm running statistics re-estimated (cumulative average) on ``train_images``."""
     torch.manual_seed(cfg.seed)
     model = create_backbone(cfg.backbone, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(train_images), 64):
-            model(torch.from_numpy(preprocess(train_images[i:i + 64])))
-    model.eval()
+    batches = (torch.from_numpy(train_images[i:i + 64]).permute(0, 3, 1, 2) for i in range(0, len(train_images), 64))
+    reestimate_batchnorm(model, batches, torch.device("cpu"))
 
     @torch.no_grad()
     def run(x: np.ndarray) -> np.ndarray:

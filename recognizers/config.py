@@ -21,7 +21,7 @@ from mfrbench.errors import MfrbenchError
 
 #: Fields that steer a run without changing what it learns (not hashed; may change on resume).
 RUN_CONTROL = ("out", "workers", "max_steps", "time_budget_s", "log_every", "ckpt_every", "device", "progress",
-               "profile")
+               "profile", "val_untrained")
 #: Fields that may change on resume to extend a run (hashed: they change the weights).
 EXTENDABLE = ("epochs",)
 
@@ -64,6 +64,7 @@ class TrainConfig:
     ckpt_every: int = 0                # also checkpoint every N steps (0: at epoch ends only)
     progress: bool = True
     profile: str | None = None         # the profile the values came from (a label: its values are the fields)
+    val_untrained: bool = True         # a fresh run first validates its untrained network (epoch 0 of val_log)
     # --- fine-tuning (issue 16, recognizers/pretrained.py) ---
     init: str | None = None            # start the backbone from a train-fr run/checkpoint or a state dict file
     backbone_lr_mult: float = 1.0      # the backbone trains at lr * this; the fresh head at lr

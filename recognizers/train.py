@@ -43,7 +43,7 @@ from mfrbench.recognizers.distributed import DistEnv, all_reduce_mean, barrier, 
 from mfrbench.recognizers.heads import create_head
 from mfrbench.recognizers.logs import RunLogger
 from mfrbench.recognizers.pretrained import backbone_frozen, param_groups, start_backbone
-from mfrbench.recognizers.validate import normalize_images, validate
+from mfrbench.recognizers.validate import normalize_images, untrained_baseline, validate
 from mfrbench.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ def _restore(run: Run) -> int:
     torch.set_rng_state(state["rng"].cpu())
     run.epoch, run.step_in_epoch, run.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
     run.last_val = state["info"].get("val", {})
+    if "val_untrained" in state["info"]:
+        run.info["val_untrained"] = state["info"]["val_untrained"]
     run.last_saved_step = run.global_step
     return run.global_step
 
@@ -191,6 +193,20 @@ def run_validation(run: Run) -> None:
         run.logger.val({"epoch": run.epoch, "global_step": run.global_step, **run.last_val})
         log.info("epoch %d: held-out rank-1 identification %.3f (chance %.3f, %d probes)", run.epoch,
                  run.last_val["val_rank1"], run.last_val["val_chance"], run.last_val["val_probes"])
+    barrier(run.env)
+
+
+def run_baseline_validation(run: Run) -> None:
+    """A fresh run's epoch-0 row: the untrained network (BatchNorm re-estimated), the learned-vs-untrained
+    baseline every later epoch is read against."""
+    if run.env.is_main and len(run.data.val) and run.global_step == 0 and run.cfg.val_untrained:
+        val = untrained_baseline(run.model.backbone, run.data.train, run.data.train_labels, run.data.val,
+                                 run.data.val_labels, run.env.device, seed=run.cfg.seed,
+                                 channels_last=run.cfg.channels_last)
+        run.logger.val({"epoch": 0, "global_step": 0, **val})
+        run.info["val_untrained"] = val
+        log.info("untrained (BatchNorm re-estimated): held-out rank-1 identification %.3f (chance %.3f)",
+                 val["val_rank1"], val["val_chance"])
     barrier(run.env)
 
 
@@ -246,6 +262,7 @@ def fit(run: Run) -> str:
                disable=not (env.is_main and cfg.progress), desc=f"train {cfg.backbone}+{cfg.head}")
     t0 = t_log = time.perf_counter()
     steps_done, images_since = 0, 0
+    run_baseline_validation(run)
     run.ddp.train()
     try:
         while run.epoch < cfg.epochs:

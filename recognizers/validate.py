@@ -4,9 +4,15 @@ The held-out identities never reach the classifier. For each of them the first u
 (by path; the first image when all are masked) is the gallery entry and every other image is a
 probe; a probe is correct when its nearest gallery embedding (cosine) has its identity. Chance
 level is ``1 / number of gallery identities``.
+
+Before the first step a fresh run also validates its *untrained* network (:func:`untrained_baseline`,
+logged as epoch 0), its BatchNorm statistics re-estimated on training images, so the log shows what
+training added over the same architecture and initial weights, not over arbitrary initial statistics.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -68,3 +74,28 @@ def validate(backbone: nn.Module, samples: list[Sample], labels: np.ndarray, dev
     gallery = gallery_probe_split(samples, labels)
     return {"val_rank1": rank1_identification(emb, labels, gallery), "val_chance": 1.0 / gallery.sum(),
             "val_probes": float((~gallery).sum()), "val_identities": float(gallery.sum())}
+
+
+@torch.no_grad()
+def reestimate_batchnorm(backbone: nn.Module, batches, device: torch.device) -> nn.Module:
+    """``backbone`` with every BatchNorm's running statistics recomputed (cumulative average) over
+    ``batches`` of uint8 ``(B, 3, H, W)`` images; returned in eval mode."""
+    for m in backbone.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    backbone.train()
+    for images in batches:
+        backbone(normalize_images(images.to(device)))
+    return backbone.eval()
+
+
+def untrained_baseline(backbone: nn.Module, train: list[Sample], labels: np.ndarray, val: list[Sample],
+                       val_labels: np.ndarray, device: torch.device, *, n_images: int = 512, seed: int = 0,
+                       channels_last: bool = False) -> dict[str, float]:
+    """:func:`validate` of a copy of the (untrained) ``backbone``, its BatchNorm statistics re-estimated on
+    ``n_images`` training images (chosen by ``seed``, not augmented)."""
+    pick = np.sort(np.random.default_rng([seed, 13]).permutation(len(train))[:n_images])
+    loader = make_loader(FaceImages([train[i] for i in pick], labels[pick], train=False), workers=0, batch_size=64)
+    model = reestimate_batchnorm(copy.deepcopy(backbone), (b[0] for b in loader), device)
+    return validate(model, val, val_labels, device, channels_last=channels_last)

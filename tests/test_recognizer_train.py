@@ -63,7 +63,10 @@ def test_run_writes_checkpoint_logs_config_and_validates(crops, tmp_path):
     assert log["global_step"].tolist() == [1, 2, 3, 4, 5, 6] and np.isfinite(log["loss"]).all()
     assert {"lr", "images_per_s", "acc"} <= set(log.columns)
     val = pd.read_csv(out / "val_log.csv")
-    assert len(val) == 2 and val["val_chance"].iloc[0] == 0.5 and val["val_probes"].iloc[0] == 10
+    # epoch 0: the untrained network (BatchNorm re-estimated), then one row per epoch
+    assert val["epoch"].tolist() == [0, 1, 2] and val["global_step"].iloc[0] == 0
+    assert (val["val_chance"] == 0.5).all() and (val["val_probes"] == 10).all()
+    assert summary["val_untrained"]["val_rank1"] == val["val_rank1"].iloc[0]
     assert any(f.name.startswith("events.out.tfevents") for f in (out / "tb").iterdir())
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert {"backbone", "head", "optimizer", "rng", "config"} <= set(state)
@@ -249,3 +252,22 @@ def test_recordio_set_trains_at_64px_and_embeds_112px_crops(tmp_path):
     assert model.input_size == 64 and info["train_images"] + info["val_images"] == 8
     emb = load_embedder(tmp_path / "run").embed(np.zeros((3, 112, 112, 3), np.uint8))
     assert emb.shape == (3, 512) and np.isfinite(emb).all()
+
+
+def test_reestimated_batchnorm_holds_the_mean_and_variance_over_all_batches():
+    from torch import nn
+
+    from mfrbench.recognizers.validate import normalize_images, reestimate_batchnorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    batches = [torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8) for _ in range(3)]
+    reestimate_batchnorm(net, batches, torch.device("cpu"))
+    with torch.no_grad():
+        feats = torch.cat([net[0](normalize_images(b)) for b in batches])
+    bn = net[1]
+    assert not bn.training
+    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    # the cumulative average of per-batch unbiased variances (equal batch sizes)
+    per_batch = torch.stack([net[0](normalize_images(b)).detach().var((0, 2, 3), unbiased=True) for b in batches])
+    assert torch.allclose(bn.running_var, per_batch.mean(0), atol=1e-4)
