@@ -20,7 +20,7 @@ over eval time (goal, issue 16: >= 0.8). Setup (first alignment of the benchmark
 rows and cached in ``$TMPDIR/mfrbench-bench-eval/``.
 
     flock /work/coord/cpu.lock nice -n 5 .venv/bin/python benchmarks/bench_eval.py --benchmark rmfrd
-    .venv/bin/python benchmarks/bench_eval.py --quick       # one repeat
+    .venv/bin/python benchmarks/bench_eval.py --quick --identities 8   # one repeat, 8 RMFRD people (folder)
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ WORK = Path(tempfile.gettempdir()) / "mfrbench-bench-eval"
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--benchmark", default="rmfrd")
+    ap.add_argument("--identities", type=int, default=0,
+                    help="> 0: a `folder` benchmark of the first N RMFRD identities (symlinks), for a short run")
     ap.add_argument("--backbone", default="mobilefacenet")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -51,9 +53,28 @@ def _args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def _subset(n: int) -> Path:
+    """``ROOT/masked/<id>`` + ``ROOT/unmasked/<id>``: the first ``n`` RMFRD identities, as symlinks."""
+    from mfrbench.paths import data_root
+
+    src = data_root() / "rmfrd"
+    root = WORK / f"rmfrd-{n}"
+    ids = sorted(set(os.listdir(src / "AFDB_face_dataset")) & set(os.listdir(src / "AFDB_masked_face_dataset")))[:n]
+    for tree, name in (("AFDB_masked_face_dataset", "masked"), ("AFDB_face_dataset", "unmasked")):
+        for ident in ids:
+            d = root / name / ident
+            d.mkdir(parents=True, exist_ok=True)
+            for f in sorted(os.listdir(src / tree / ident)):
+                if not (d / f).exists():
+                    os.symlink(src / tree / ident / f, d / f)
+    return root
+
+
 def _eval_cfg(benchmark: str):
     from mfrbench.evaluate import EvalConfig
 
+    if benchmark.startswith("rmfrd-"):  # --identities N
+        return EvalConfig(benchmark="folder", root=str(_subset(int(benchmark.split("-")[1]))))
     kw = {}
     if benchmark == "lfw-masked":
         from mfrbench.generators.base import generator_factory
@@ -171,6 +192,8 @@ def main() -> None:
     if a.child:
         return _child(a)
     reps = 1 if a.quick else a.repeats
+    if a.identities > 0:
+        a.benchmark = f"rmfrd-{a.identities}"
     _setup(a.benchmark, a.backbone)
     print(f"# eval speed, {a.benchmark}, {a.backbone}, crops cached, {a.threads} thread(s) per process, median of "
           f"{reps}; loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs")
