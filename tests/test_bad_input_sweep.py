@@ -8,6 +8,7 @@ the kit-free detector / landmark model come from ``test_bad_input_gallery``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -116,7 +117,9 @@ def test_generate_never_writes_outside_out_for_hostile_manifest_keys(swept, tmp_
     src = tmp / "aligned"
     hostile = tmp_path / "hostile"
     hostile.mkdir()
-    (hostile / "manifest.json").write_bytes((src / "manifest.json").read_bytes())
+    meta = json.loads((src / "manifest.json").read_text())
+    meta.update(inputs=5, ok=5, skipped=0, skip_reasons={})  # a consistent hand-edit: only the keys are hostile
+    (hostile / "manifest.json").write_text(json.dumps(meta))
     df = pd.read_csv(src / "manifest.csv", keep_default_na=False, dtype=str)
     ok = df[df["status"] == "ok"].head(5).copy()
     ok["out_path"] = [str((src / p).resolve()) for p in ok["out_path"]]  # absolute: the crops stay where they are
