@@ -29,7 +29,6 @@ import argparse
 import glob
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -161,6 +160,14 @@ def _eval(run: Path, benchmark: str, cache: Path, plain: bool = False) -> dict:
     return {"seconds": time.perf_counter() - t0, "acc": row.get("acc"), "rank1": row.get("rank1")}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM): unlike ``ru_maxrss``, not inherited across fork + exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _child(a: argparse.Namespace) -> None:
     import cv2
     import torch
@@ -173,7 +180,7 @@ def _child(a: argparse.Namespace) -> None:
         out = _bare(run, a.benchmark, cache)
     else:
         out = _eval(run, a.benchmark, cache, plain=a.child == "eval-plain")
-    out.update(cpu_s=time.process_time() - c0, rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(cpu_s=time.process_time() - c0, rss_mb=_peak_rss_mb())
     print(json.dumps(out))
 
 

@@ -23,7 +23,6 @@ timed passes with new epochs). Goal (issue 16): >= 800 masked crops per CPU-seco
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -44,6 +43,14 @@ def _aligned(n: int) -> str:
     if not (out / "manifest.csv").is_file():
         align_dataset(create_dataset("celeba"), out, limit=n, workers=2, progress=False)
     return str(out)
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM): unlike ``ru_maxrss``, not inherited across fork + exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _child(mode: str, n: int) -> dict:
@@ -87,7 +94,7 @@ def _child(mode: str, n: int) -> dict:
             masked += one(i, epoch)
     cpu, wall = time.process_time() - t1, time.perf_counter() - w1
     return {"mode": mode, "crops": PASSES * len(crops), "masked": masked, "cpu_s": cpu, "wall_s": wall,
-            "setup_cpu_s": setup, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "setup_cpu_s": setup, "rss_mb": _peak_rss_mb()}
 
 
 NAMES = {"mtf": "mtf.mask_face per crop (generate path)", "aug": "MaskAugment(p=1)", "aug-half": "MaskAugment(p=0.5)"}
