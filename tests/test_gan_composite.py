@@ -201,6 +201,7 @@ def test_reference_choice_colour_and_style_scores():
         o[...] = (np.asarray(c) * 255).round().astype(np.uint8)
     st = style_scores(refs, outs, [np.ones((2, 4, 4), bool)] * 3)
     assert st["colour_corr_mean"] == pytest.approx(1.0, abs=1e-3) and st["style_diversity"] > 0
+    assert st["colour_gain"]["r"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_nonmask_scores_use_the_evaluator_metric():

@@ -193,17 +193,20 @@ def realism(gen: np.ndarray, mtf: np.ndarray, real: np.ndarray, seed: int) -> di
 def style_scores(ref_colours: np.ndarray, outs: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> dict[str, Any]:
     """Colour correlation across references (per channel and mean) and diversity between references' outputs."""
     gen = np.stack([np.nanmean(mask_colour(o, m), 0) for o, m in zip(outs, maps)])     # (R, 3)
-    corr = []
+    corr, gain = [], []
     for ch in range(3):
         a, b = ref_colours[:, ch], gen[:, ch]
         ok = np.isfinite(a) & np.isfinite(b)
         corr.append(float(np.corrcoef(a[ok], b[ok])[0, 1]) if ok.sum() >= 3 and a[ok].std() > 0 and b[ok].std() > 0
                     else float("nan"))
+        # least-squares slope: how far the generated colour moves per unit of reference colour (1 = follows fully)
+        gain.append(float(np.polyfit(a[ok], b[ok], 1)[0]) if ok.sum() >= 2 and a[ok].std() > 0 else float("nan"))
     pairs = [(i, j) for i in range(len(outs)) for j in range(i + 1, len(outs))]
     div = float(np.mean([np.abs(outs[i].astype(np.float64) - outs[j]).mean() / 127.5 for i, j in pairs])) \
         if pairs else float("nan")
     return {"colour_corr": dict(zip("rgb", corr)), "colour_corr_mean": float(np.nanmean(corr)) if
-            np.isfinite(corr).any() else float("nan"), "style_diversity": div,
+            np.isfinite(corr).any() else float("nan"), "colour_gain": dict(zip("rgb", gain)),
+            "style_diversity": div,
             "ref_colour": ref_colours.round(4).tolist(), "gen_colour": gen.round(4).tolist()}
 
 
