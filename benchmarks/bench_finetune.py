@@ -39,6 +39,15 @@ def line(name: str, bench: str, r: dict) -> str:
             f"[{_pct(r['rank5_lo'])}, {_pct(r['rank5_hi'])}]")
 
 
+def _masker(benchmark: str) -> dict:
+    """lfw-masked masks one side with a generator; the core takes the factory from its caller (as the CLI does)."""
+    from mfrbench.generators.base import generator_factory
+
+    if benchmark != "lfw-masked":
+        return {}
+    return {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", required=True, help="the base train-fr run (e.g. a --profile cpu run)")
@@ -73,8 +82,8 @@ def main() -> int:
     for name, path in (("base", a.base), ("fine-tuned", cfg.out)):
         model = load_embedder(path)
         for b in a.benchmarks.split(","):
-            r = evaluate("", EvalConfig(benchmark=b, n_boot=a.bootstrap), results_dir=out / "results",
-                         cache_dir=cache, progress=False, model=model)
+            cfg_b = EvalConfig(benchmark=b, n_boot=a.bootstrap, protocol_kwargs=_masker(b))
+            r = evaluate("", cfg_b, results_dir=out / "results", cache_dir=cache, progress=False, model=model)
             rows[f"{name}/{b}"] = {k: r.get(k) for k in FIELDS}
             print(line(name, b, rows[f"{name}/{b}"]), flush=True)
     (out / "bench_finetune.json").write_text(json.dumps({"base": str(a.base), "base_info": base_info,
