@@ -123,7 +123,8 @@ def test_eval_bad_inputs(kit, lfw_root, rmfrd_root, tmp_path):
     assert r.exit_code != 0 and "name images that do not exist" in r.output and "--allow-missing" in r.output
     assert "Traceback" not in r.output
     r = _eval(tmp_path, "--benchmark", "nope")
-    assert r.exit_code != 0 and "Available: folder, lfw, lfw-masked, mfr2, rmfrd" in r.output
+    names = "agedb-30, calfw, cfp-ff, cfp-fp, cplfw, folder, lfw, lfw-bin, lfw-masked, mfr2, rmfrd, vgg2-fp"
+    assert r.exit_code != 0 and f"Available: {names}" in r.output
     r = CliRunner().invoke(cli, ["eval", "--benchmark", "lfw"])
     assert r.exit_code != 0 and "exactly one of --run" in r.output
     one = _mini_folder(kit, tmp_path / "one", people=1, per=2)
