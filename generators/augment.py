@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError, SkipImage
+from mfrbench.generate import GeneratorIdentity
 from mfrbench.generators.mask_templates import KIT_TYPES, MIX_TYPE_WEIGHTS, WEARING_MODES, FaceFrame
 from mfrbench.generators.mtf import TYPE_CHOICES, MTFConfig, MTFGenerator, Placement, draw_wearing
 
@@ -132,6 +134,14 @@ class MaskAugment:
         return {"p": self.p, "mask_type": c.mask_type, "color": c.color, "color_weight": c.color_weight,
                 "texture": c.texture, "texture_weight": c.texture_weight, "wearing": self.wearing,
                 "match_light": c.match_light, "variants": self.variants, "jitter": self.jitter}
+
+    def identity(self) -> GeneratorIdentity:
+        """The generator record of what this transform adds to a training set: ``mtf`` (its exact
+        masks), hashed over :meth:`config`; join it with the data's
+        (:meth:`~mfrbench.generate.GeneratorIdentity.join`) so a model trained with ``--mask-aug``
+        is traced to mtf in the results."""
+        return GeneratorIdentity(family="mtf", variant="mtf", maps="exact",
+                                 config_hash=config_hash({"name": "mtf-augment", **self.config()}))
 
     def __repr__(self) -> str:
         return f"MaskAugment({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"

@@ -176,6 +176,15 @@ def test_crop_landmarks_match_the_arcface_template():
         assert np.abs(aug.landmarks(v) - CROP_LMK68).max() < 12
 
 
+def test_identity_names_mtf_and_the_options():
+    from mfrbench.generate import UNMASKED, GeneratorIdentity
+
+    a, b = MaskAugment(p=0.5, mask_type="plain"), MaskAugment(p=0.3, mask_type="plain")
+    assert a.identity().family == "mtf" and a.identity().maps == "exact" and len(a.identity().config_hash) == 12
+    assert a.identity() != b.identity() and a.identity() == MaskAugment(p=0.5, mask_type="plain").identity()
+    assert GeneratorIdentity.join([UNMASKED, a.identity()]) == a.identity()
+
+
 def test_spec_strings():
     assert parse_spec("mtf") == {}
     assert parse_spec("mtf:p=0.25,mask-type=mix,wearing=correct|nose-out,match_light=false,variants=4") == {
