@@ -97,8 +97,12 @@ def readout(model, faces, masks, held_out, run: RunDir, train_cfg, dev) -> str |
     from mfrbench.generators.parts import load_det
     from mfrbench.generators.seg import load_seg
 
-    run_readout(model, faces, masks, held_out, run.path, seg=load_seg(seg_run, dev),
-                det=load_det(det_run, dev) if det_run else None, seg_run=str(seg_run), det_run=det_run,
+    try:  # the judges are loaded from their run folders; a trained run is never lost to a missing judge
+        seg, det = load_seg(seg_run, dev), (load_det(det_run, dev) if det_run else None)
+    except MfrbenchError as err:
+        logging.getLogger(__name__).warning("read-out skipped, quality.json not written: %s", err)
+        return None
+    run_readout(model, faces, masks, held_out, run.path, seg=seg, det=det, seg_run=str(seg_run), det_run=det_run,
                 seed=train_cfg.seed)
     return str(run.path / "quality.json")
 
