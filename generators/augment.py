@@ -106,8 +106,7 @@ class MaskAugment:
                                   texture_weight=texture_weight, wearing="correct", match_light=match_light,
                                   templates_dir=templates_dir)
         self._reset()
-        families = self.families()
-        fitting = {m for m in self.weights for fam in families if self._layer(fam, 0, m, CROP_SIZE) is not None}
+        fitting = [m for m in self.weights if any(self._variants_fitting(f, m, CROP_SIZE) for f in self.families())]
         if not fitting:
             raise MfrbenchError(f"wearing {wearing!r} does not fit an aligned {CROP_SIZE}x{CROP_SIZE} crop for "
                                 f"mask type {mask_type!r} (the mask would lie below the crop); fitting modes: "
@@ -117,12 +116,13 @@ class MaskAugment:
     def _reset(self) -> None:
         self.gen = MTFGenerator(self._mtf_cfg)
         self._layers: dict[tuple[str, int, str, int], _Layer | None] = {}
+        self._fit: dict[tuple[str, str, int], list[int]] = {}
         self._frames: dict[tuple[int, int], tuple[np.ndarray, FaceFrame]] = {}
         self._own_rng: tuple[Any, np.random.Generator] | None = None
 
     def __getstate__(self) -> dict:
         """Pickled for data-loader workers without the kit and caches (rebuilt in the worker)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("gen", "_layers", "_frames", "_own_rng")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("gen", "_layers", "_fit", "_frames", "_own_rng")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -159,8 +159,14 @@ class MaskAugment:
 
     def fitting_modes(self, size: int = CROP_SIZE) -> list[str]:
         """Wearing modes (of all four) whose mask fits a ``size`` crop for some family and geometry."""
-        return [m for m in WEARING_MODES if any(self._layer(f, v, m, size) is not None
-                                                for f in self.families() for v in range(self.variants))]
+        return [m for m in WEARING_MODES if any(self._variants_fitting(f, m, size) for f in self.families())]
+
+    def _variants_fitting(self, family: str, wearing: str, size: int) -> list[int]:
+        """The geometries in which ``family`` worn as ``wearing`` fits a ``size`` crop."""
+        key = (family, wearing, size)
+        if key not in self._fit:
+            self._fit[key] = [v for v in range(self.variants) if self._layer(family, v, wearing, size) is not None]
+        return self._fit[key]
 
     # ------------------------------------------------------------------ geometry (once per process)
     def landmarks(self, variant: int, size: int = CROP_SIZE) -> np.ndarray:
@@ -236,12 +242,14 @@ class MaskAugment:
         if self.p <= 0.0 or (self.p < 1.0 and rng.random() >= self.p):
             return none
         style = self.gen.draw_style(rng)
-        variant = int(rng.integers(self.variants)) if self.variants > 1 else 0
-        u = float(rng.random())
-        modes = [m for m in self.weights if self._layer(style.mask_type, variant, m, size) is not None]
-        if not modes:  # this family cannot be worn so in this geometry: the crop stays unmasked
+        u_wearing, u_variant = rng.random(2)
+        modes = [m for m in self.weights if self._variants_fitting(style.mask_type, m, size)]
+        if not modes:  # this family cannot be worn so on this crop: it stays unmasked
             return img, none[1], {"masked": False, "skip": "mask_outside"}
-        style.wearing = draw_wearing(u, lambda m: m in modes, self.weights)
+        # the mode among those that fit some geometry, then a geometry in which it fits
+        style.wearing = draw_wearing(float(u_wearing), lambda m: m in modes, self.weights)
+        fits = self._variants_fitting(style.mask_type, style.wearing, size)
+        variant = fits[min(int(u_variant * len(fits)), len(fits) - 1)]
         layer = self._layer(style.mask_type, variant, style.wearing, size)
         x0, y0, x1, y1 = layer.box
         alpha = layer.alpha.astype(np.float32) * (1.0 / 255.0)

@@ -267,3 +267,12 @@ def test_cli_train_fr_mask_aug_is_a_training_option(train_crops, tmp_path):
     assert r.exit_code != 0 and "mask_aug" in r.output
     r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "bad"), "--mask-aug", "mtf:q=1"])
     assert r.exit_code != 0 and "--mask-aug: expected KEY=VALUE" in r.output
+
+
+def test_a_mode_that_fits_few_geometries_still_masks_every_crop(kit_ok):
+    """gas worn mouth-nose-out fits only some of the 8 geometries: every crop is masked in one of those."""
+    aug = MaskAugment(p=1.0, mask_type="gas", wearing="mouth-nose-out")
+    fits = aug._variants_fitting("gas", "mouth-nose-out", 112)
+    assert 0 < len(fits) < aug.variants
+    infos = [aug.mask(c, aug.rng(0, 0, i))[2] for i, c in enumerate(np.repeat(_crops(1), 30, 0))]
+    assert all(x["masked"] and x["variant"] in fits for x in infos)
