@@ -226,6 +226,8 @@ def main() -> None:
         for r in bench_generate(n):
             print(f"| {r['run']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {n / r['wall_s']:.1f} | "
                   f"{r.get('merge_s', 0):.2f} | {r['identical']} |")
+        print("\nwall and CPU include each process's start (imports, models); CPU counts the processes the run "
+              "waits for, so the local pool's forkserver workers are missing from its CPU column")
     if "merge" not in skip:
         print("\n## mfrbench merge of 4 synthetic shard folders (masked rows with 68 landmarks, 1 % duplicates)\n")
         print("| rows | wall s | rows/s | peak RSS MB | manifest.csv MB | duplicates |")
