@@ -107,6 +107,69 @@ def test_insightface_needs_a_pack_and_a_model(tmp_path):
         load_model(f"insightface:{tmp_path / 'nope.onnx'}")
 
 
+def scrfd_stub_pack(folder: Path) -> Path:
+    """A model pack whose det_stub.onnx has SCRFD's 9-output layout (strides 8/16/32 x score, box, 5 points;
+    2 anchors) with constant outputs: one face, anchor centre (320, 256) of the 640 px input, box
+    (256, 192)-(384, 352), eyes at y 240. insightface's own SCRFD decoding turns it into a detection."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    arrays = {(k, s): np.zeros((n, w), np.float32) for s in (8, 16, 32) for k, w in (("score", 1), ("bbox", 4),
+              ("kps", 10)) for n in [(640 // s) ** 2 * 2]}
+    i = (8 * 20 + 10) * 2  # stride 32: grid x=10, y=8, first anchor
+    arrays["score", 32][i] = 0.9
+    arrays["bbox", 32][i] = [2, 2, 2, 3]  # left, top, right, bottom distances in strides
+    arrays["kps", 32][i] = [-1, -0.5, 1, -0.5, 0, 0.5, -0.8, 1.5, 0.8, 1.5]
+    nodes, outs = [], []
+    for kind in ("score", "bbox", "kps"):  # SCRFD's output order: all scores, all boxes, all points
+        for s in (8, 16, 32):
+            a, name = arrays[kind, s], f"{kind}_{s}"
+            nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(a, name + "_v")))
+            outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape)))
+    graph = helper.make_graph(nodes, "scrfd_stub", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT,
+                                                                                  [1, 3, 640, 640])], outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    save(model, str(folder / "det_stub.onnx"))
+    return folder
+
+
+def test_insightface_detector_decodes_a_scrfd_pack(tmp_path):
+    pytest.importorskip("insightface.model_zoo", reason="pip install 'mfrbench[insightface]'")
+    from mfrbench.faces import DETECTORS
+
+    det = DETECTORS.create("insightface", model_pack=str(scrfd_stub_pack(tmp_path / "pack")), score_threshold=0.5)
+    want5 = [[288, 240], [352, 240], [320, 272], [294.4, 304], [345.6, 304]]
+    (face,) = det.detect(np.full((640, 640, 3), 128, np.uint8))
+    np.testing.assert_allclose(face.bbox, [256, 192, 384, 352], atol=1e-3)
+    np.testing.assert_allclose(face.lmk5, want5, atol=1e-3)
+    assert abs(face.score - 0.9) < 1e-6
+    (half,) = det.detect(np.full((320, 320, 3), 128, np.uint8))  # letterboxed into 640: coordinates halved
+    np.testing.assert_allclose(half.lmk5, np.array(want5) / 2, atol=1e-3)
+
+
+def test_align_cli_with_an_insightface_pack(tmp_path):
+    pytest.importorskip("insightface.model_zoo", reason="pip install 'mfrbench[insightface]'")
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+    from mfrbench.imageio import save_image
+    from mfrbench.manifest import read_manifest
+
+    save_image(tmp_path / "faces" / "id0" / "a.png", np.full((640, 640, 3), 128, np.uint8))
+    pack = scrfd_stub_pack(tmp_path / "pack")
+    res = CliRunner().invoke(cli, ["align", "--dataset", "folder", "--root", str(tmp_path / "faces"), "--out",
+                                   str(tmp_path / "out"), "--detector", "insightface", "--model-pack", str(pack),
+                                   "--landmarker", "none", "--no-grid", "--size", "128"])
+    assert res.exit_code == 0, res.output
+    (row,) = read_manifest(tmp_path / "out").to_dict("records")
+    assert row["status"] == "ok" and row["lmk_source"] == "detector:insightface"
+    np.testing.assert_allclose(np.reshape(row["lmk5_crop"], (5, 2)), template_for(128), atol=6.0)
+    res = CliRunner().invoke(cli, ["align", "--dataset", "folder", "--root", str(tmp_path / "faces"), "--out",
+                                   str(tmp_path / "o2"), "--detector", "insightface"])
+    assert res.exit_code != 0 and "--detector insightface needs --model-pack DIR" in res.output
+
+
 @pytest.mark.skipif(not os.environ.get("MFRBENCH_INSIGHTFACE_PACK"),
                     reason="set MFRBENCH_INSIGHTFACE_PACK to an insightface model pack folder (e.g. buffalo_l)")
 def test_align_with_a_users_scrfd_pack(tmp_path):
