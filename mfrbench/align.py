@@ -200,6 +200,7 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
     refuse_output_inside(out_dir, ds.root)
     from mfrbench.shards import Shard
 
+    shard = Shard.parse(shard)  # a bad --shard fails before any work
     cfg = cfg or AlignConfig()
     config = {"stage": "align", "dataset": ds.name, "root": str(ds.root), "limit": limit, "dedupe": dedupe,
               **{k: v for k, v in asdict(cfg).items() if k != "model_pack" or v}}  # runs without a pack resume
@@ -207,5 +208,5 @@ def align_dataset(ds: Dataset, out_dir: str | os.PathLike, *, limit: int | None 
     return process_records(ds.records(limit), out_dir, kind="aligned", config=config, factory=Aligner,
                            factory_kwargs={"out_dir": str(out_dir), "cfg": asdict(cfg)}, workers=workers,
                            total=total, resume=resume, dedupe=dedupe, desc=f"align {ds.name}",
-                           progress=progress, extra_meta={"dataset": ds.name, **ds.info}, shard=Shard.parse(shard),
+                           progress=progress, extra_meta={"dataset": ds.name, **ds.info}, shard=shard,
                            engine=engine)

@@ -642,15 +642,19 @@ def evaluate(model_spec: str | os.PathLike, cfg: EvalConfig, *, results_dir: str
     from mfrbench.results import check_store, store_paths
 
     check_store(results_dir)  # a damaged store or a --results file fails now, not after the evaluation
+    if shard is not None:
+        from mfrbench.shards import Shard
+
+        shard = Shard.parse(shard)  # a bad --shard fails before any work
     t0 = time.time()
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     model = model if model is not None else load_model(model_spec)
     metric = getattr(model, "metric", "cosine")
     if shard is not None:  # issue 15: the embedding step only, for one shard
         from mfrbench.merge import shard_embeddings_path
-        from mfrbench.shards import Shard, exclusive
+        from mfrbench.shards import exclusive
 
-        sh = Shard.parse(shard)
+        sh = shard
         with exclusive(cache / f".prepare-{cfg.benchmark}.lock"):  # the first shard prepares, the others reuse it
             prep = prepare(cfg, store_paths(results_dir)[0], cache, workers=workers, progress=progress)
         embed(model, prep, cfg, progress=progress, shard=sh)

@@ -523,6 +523,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
     from mfrbench.pipeline import process_records
     from mfrbench.shards import Shard
 
+    shard = Shard.parse(shard)  # a bad --shard fails before any work
     cfg = cfg or GenerateConfig()
     if cfg.ext.lower() not in (".jpg", ".jpeg", ".png"):
         raise MfrbenchError(f"Expected an output format .jpg or .png, but got {cfg.ext!r}")
@@ -560,7 +561,7 @@ def generate_dataset(generator: GeneratorSource, out_dir: "str | os.PathLike", *
                                            "cfg": asdict(cfg), "from_manifest": manifest is not None},
                            seed=seed, workers=workers, total=total, resume=resume, dedupe=dedupe,
                            desc=f"{ident.variant} {name}", progress=progress,
-                           extra_meta=extra_meta, chunk=batch_size, shard=Shard.parse(shard), engine=engine)
+                           extra_meta=extra_meta, chunk=batch_size, shard=shard, engine=engine)
 
 
 def save_sample_grid(out_dir: "str | os.PathLike", out_png: "str | os.PathLike | None" = None, *, n: int = 8,
