@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from mfrbench.errors import MfrbenchError
+from mfrbench.generate import GeneratorIdentity
 from mfrbench.recognizers.backbones import create_backbone
 from mfrbench.recognizers.config import EXTENDABLE, RUN_CONTROL, TrainConfig, config_hash
 from mfrbench.recognizers.data import (
@@ -108,11 +109,18 @@ class Run:
         return self.cfg.amp and self.env.device.type == "cuda"
 
 
-def run_info(cfg: TrainConfig, data: TrainData) -> dict[str, Any]:
-    """What a trained model is (the ``info`` that ``load_backbone``/``load_embedder`` return)."""
+def run_info(cfg: TrainConfig, data: TrainData, augment: Any = None) -> dict[str, Any]:
+    """What a trained model is (the ``info`` that ``load_backbone``/``load_embedder`` return).
+
+    The generator is the data's joined with an on-the-fly masker's (``--mask-aug``: its ``identity()``),
+    so a model trained on masks made while training is traced to that generator in the results.
+    """
+    ident = data.identity
+    if augment is not None and hasattr(augment, "identity"):
+        ident = GeneratorIdentity.join([ident, augment.identity()])
     return {"backbone": cfg.backbone, "loss": cfg.head, "head": cfg.head, "head_args": dict(cfg.head_args),
             "embedding_dim": cfg.embedding_dim, "train_data": [str(Path(s).resolve()) for s in cfg.data],
-            **data.identity.row(), "run_dir": str(Path(cfg.out).resolve()), "config_hash": config_hash(cfg),
+            **ident.row(), "run_dir": str(Path(cfg.out).resolve()), "config_hash": config_hash(cfg),
             "num_classes": data.num_classes, "train_images": len(data.train), "val_images": len(data.val),
             "notes": list(data.notes)}
 
@@ -144,12 +152,12 @@ def setup(cfg: TrainConfig, run_dir: RunDir, env: DistEnv,
                                  rank=env.rank, world=env.world)
     else:
         sampler = EpochBatchSampler(len(data.train), cfg.batch_size, seed=cfg.seed, rank=env.rank, world=env.world)
+    mask_augment = _mask_augment(cfg, augment_factory)
     dataset = FaceImages(data.train, data.train_labels, train=True, seed=cfg.seed, flip=cfg.flip,
-                         jitter=cfg.color_jitter, gray=cfg.gray,
-                         augment=_mask_augment(cfg, augment_factory))
+                         jitter=cfg.color_jitter, gray=cfg.gray, augment=mask_augment)
     loader = make_loader(dataset, sampler, workers=cfg.workers, pin_memory=env.device.type == "cuda")
     run = Run(cfg, run_dir, env, data, model, ddp, optimizer, scaler, sampler, loader, logger=None,
-              info=run_info(cfg, data))
+              info=run_info(cfg, data, mask_augment))
     if init_info is not None:
         run.info["init"] = init_info
     resume_step = _restore(run) if run_dir.last_checkpoint() is not None else None

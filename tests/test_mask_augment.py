@@ -263,6 +263,11 @@ def test_cli_train_fr_mask_aug_is_a_training_option(train_crops, tmp_path):
     r = CliRunner().invoke(cli, [*base, "--max-steps", "1", "--mask-aug", "mtf:p=1,mask_type=plain"])
     assert r.exit_code == 0, r.output
     assert json.loads((out / "config.json").read_text())["config"]["mask_aug"] == "mtf:p=1,mask_type=plain"
+    from mfrbench.recognizers.embed import load_backbone
+
+    info = load_backbone(out)[1]          # traced to the masks it saw: mtf, hashed over the spec
+    assert (info["generator"], info["generator_family"]) == ("mtf", "mtf")
+    assert info["generator_hash"] == parse_mask_aug("mtf:p=1,mask_type=plain").identity().config_hash
     r = CliRunner().invoke(cli, ["train-fr", "--out", str(out), "--resume", "--mask-aug", "mtf:p=0.5"])
     assert r.exit_code != 0 and "mask_aug" in r.output
     r = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "bad"), "--mask-aug", "mtf:q=1"])
