@@ -280,3 +280,11 @@ def test_slurm_script_for_eval_ends_with_the_unsharded_eval(tmp_path):
     assert "eval --model dlib --benchmark rmfrd --results res --workers 4" in final and "--shard" not in final
     (tmp_path / "s.sh").write_text(script)
     assert subprocess.run(["bash", "-n", str(tmp_path / "s.sh")]).returncode == 0
+
+
+def test_bad_shard_fails_before_any_work(data, tmp_path):
+    with pytest.raises(MfrbenchError, match=r"^Expected a shard i/N with 0 <= i < N, but got 3/3$"):
+        _gen(data, tmp_path / "o", shard="3/3")
+    with pytest.raises(MfrbenchError, match="Expected --shard i/N"):
+        align_dataset(_ds(data), tmp_path / "a", cfg=AlignConfig(landmarker="none"), shard="half")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "a").exists()
