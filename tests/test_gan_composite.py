@@ -244,3 +244,13 @@ def test_run_readout_writes_quality_json_and_grid(tmp_path):
     assert {"nonmask_full", "nonmask_train", "mask_area", "ref_keys"} <= set(saved)
     assert len(saved["ref_keys"]) == 3 and "style" not in saved and "realism" not in saved
     assert (tmp_path / "quality_grid.png").is_file()
+
+
+def test_judge_on_real_reads_real_masked_and_unmasked_photos():
+    from mfrbench.generators.gan.readout import judge_on_real
+
+    imgs = np.zeros((3, 112, 112, 3), np.uint8)
+    res = judge_on_real(_BoxSeg(), None, imgs, imgs[:2])
+    assert res["n_masked"] == 3 and res["n_faces"] == 2
+    assert res["seg_correct_masked"] == 1.0 and 0 < res["seg_area_faces"] < 0.1
+    assert "det_wearing_masked" not in res
