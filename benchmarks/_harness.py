@@ -38,3 +38,13 @@ def run_child(script: str, mode: str, n: int) -> dict:
     out = subprocess.run([sys.executable, script, "--child", mode, "--n", str(n)], capture_output=True, text=True,
                          env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def eval_protocol_kwargs(benchmark: str) -> dict:
+    """What ``mfrbench eval`` passes for ``benchmark`` by default: lfw-masked masks one side with mtf,
+    the factory coming from the generators registry (the core names no generator)."""
+    if benchmark != "lfw-masked":
+        return {}
+    from mfrbench.generators.base import generator_factory
+
+    return {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory}

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from _harness import eval_protocol_kwargs
+
 from mfrbench.evaluate import EvalConfig, default_cache_dir, evaluate
 from mfrbench.generators.augment import parse_mask_aug
 from mfrbench.recognizers.config import resolve_config
@@ -37,15 +39,6 @@ def line(name: str, bench: str, r: dict) -> str:
             f"[{_pct(r['tar_far_1e-3_lo'])}, {_pct(r['tar_far_1e-3_hi'])}] | rank-1 {_pct(r['rank1'])} "
             f"[{_pct(r['rank1_lo'])}, {_pct(r['rank1_hi'])}] | rank-5 {_pct(r['rank5'])} "
             f"[{_pct(r['rank5_lo'])}, {_pct(r['rank5_hi'])}]")
-
-
-def _masker(benchmark: str) -> dict:
-    """lfw-masked masks one side with a generator; the core takes the factory from its caller (as the CLI does)."""
-    from mfrbench.generators.base import generator_factory
-
-    if benchmark != "lfw-masked":
-        return {}
-    return {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory}
 
 
 def main() -> int:
@@ -82,7 +75,7 @@ def main() -> int:
     for name, path in (("base", a.base), ("fine-tuned", cfg.out)):
         model = load_embedder(path)
         for b in a.benchmarks.split(","):
-            cfg_b = EvalConfig(benchmark=b, n_boot=a.bootstrap, protocol_kwargs=_masker(b))
+            cfg_b = EvalConfig(benchmark=b, n_boot=a.bootstrap, protocol_kwargs=eval_protocol_kwargs(b))
             r = evaluate("", cfg_b, results_dir=out / "results", cache_dir=cache, progress=False, model=model)
             rows[f"{name}/{b}"] = {k: r.get(k) for k in FIELDS}
             print(line(name, b, rows[f"{name}/{b}"]), flush=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _harness import eval_protocol_kwargs
 
 from mfrbench.evaluate import EvalConfig, default_cache_dir, evaluate
 from mfrbench.metrics.bootstrap import bootstrap_rank_ci
@@ -106,7 +107,7 @@ def held_out_rank1(model, val_images: np.ndarray, val_samples, val_labels: np.nd
 def score(name: str, model, val, out: Path, cache: Path, n_boot: int) -> dict:
     row = {"model": name, **held_out_rank1(model, *val, n_boot=n_boot)}
     for b in BENCHMARKS:
-        cfg = EvalConfig(benchmark=b, n_boot=n_boot, protocol_kwargs=_masker(b))
+        cfg = EvalConfig(benchmark=b, n_boot=n_boot, protocol_kwargs=eval_protocol_kwargs(b))
         r = evaluate("", cfg, results_dir=out / "results", cache_dir=cache, progress=False, model=model)
         row[b] = {"acc": r.get("acc"), "acc_std": r.get("acc_std"), "tar": r.get("tar_far_1e-3"),
                   "tar_lo": r.get("tar_far_1e-3_lo"), "tar_hi": r.get("tar_far_1e-3_hi"), "eval_id": r.get("eval_id")}
@@ -138,15 +139,6 @@ def goals(rows: dict[str, dict]) -> list[str]:
     out.append(f"best LFW {100 * best_lfw:.1f} % (goal >= 80: {'met' if best_lfw >= 0.8 else 'NOT met'}); "
                f"best lfw-masked {100 * best_masked:.1f} % (goal >= 70: {'met' if best_masked >= 0.7 else 'NOT met'})")
     return out
-
-
-def _masker(benchmark: str) -> dict:
-    """lfw-masked masks one side with a generator; the core takes the factory from its caller (as the CLI does)."""
-    from mfrbench.generators.base import generator_factory
-
-    if benchmark != "lfw-masked":
-        return {}
-    return {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory}
 
 
 def main() -> int:

@@ -111,7 +111,8 @@ def _run_chunk(chunk: Sequence[FaceRecord]) -> list[dict]:
     return _call_chunk(_WORKER, chunk)
 
 
-def _chunks(it: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]]:
+def chunks(it: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]]:
+    """Consecutive lists of ``n`` records (the last one shorter), in input order."""
     buf: list[FaceRecord] = []
     for rec in it:
         buf.append(rec)
@@ -133,7 +134,7 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
     fn = factory(**factory_kwargs)  # also in the parent: a bad config fails here, once, clearly
     if workers <= 1:
         if hasattr(fn, "process_batch"):
-            for ch in _chunks(records, chunk):
+            for ch in chunks(records, chunk):
                 yield from _call_chunk(fn, ch)
             return
         for rec in records:
@@ -149,7 +150,7 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Worker], f
         ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, factory_kwargs)) as pool:
         pending: deque = deque()
-        for ch in _chunks(records, chunk):
+        for ch in chunks(records, chunk):
             pending.append(pool.apply_async(_run_chunk, (ch,)))
             while len(pending) >= 4 * workers:
                 yield from pending.popleft().get()

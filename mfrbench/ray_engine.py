@@ -72,17 +72,6 @@ def _ray():
     return ray
 
 
-def _windows(records: Iterable[FaceRecord], n: int) -> Iterator[list[FaceRecord]]:
-    buf: list[FaceRecord] = []
-    for rec in records:
-        buf.append(rec)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
 def map_records(records: Iterable[FaceRecord], factory: Callable[..., Any], factory_kwargs: dict, *,
                 workers: int = 1, chunk: int = 8, window: int = WINDOW) -> Iterator[dict]:
     """Yield the stage worker's row for each record, in input order, computed by ``workers`` Ray actors.
@@ -90,7 +79,7 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Any], fact
     The records are cut into the local engine's chunks (``chunk`` records, windows a multiple of it), and
     each chunk is one worker call, so a backend sees the same batches as with ``--engine local``.
     """
-    from mfrbench.pipeline import _chunks
+    from mfrbench.pipeline import chunks
 
     ray = _ray()
     factory(**factory_kwargs)  # a bad config fails here, once, clearly (as the local engine does)
@@ -98,8 +87,8 @@ def map_records(records: Iterable[FaceRecord], factory: Callable[..., Any], fact
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     per_call = max(1, 256 // chunk)  # chunks per actor call: Ray's per-call cost spread over ~256 images
-    for win in _windows(records, max(chunk, window // chunk * chunk)):
-        items = [{"chunk": json.dumps([asdict(r) for r in ch])} for ch in _chunks(win, chunk)]
+    for win in chunks(records, max(chunk, window // chunk * chunk)):
+        items = [{"chunk": json.dumps([asdict(r) for r in ch])} for ch in chunks(win, chunk)]
         out = ray.data.from_items(items).map_batches(
             _RecordsWorker, fn_constructor_kwargs={"factory": factory, "factory_kwargs": factory_kwargs},
             batch_size=per_call, batch_format="numpy", concurrency=workers, num_cpus=1)

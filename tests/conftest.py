@@ -100,3 +100,18 @@ def broken_dir(tmp_path: Path) -> Path:
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(b / "bad_noface.png")
     (b / "dup_copy.jpg").write_bytes(good)  # same bytes as person_a/ok_rgb.jpg
     return d
+
+
+def synthetic_aligned(tmp: Path) -> Path:
+    """``mfrbench synth`` (3 identities x 2) into ``tmp/s``, aligned into ``tmp/a``; returns ``tmp/a``."""
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["synth", "--out", str(tmp / "s"), "--identities", "3", "--per-identity", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["align", "--dataset", "synthetic", "--root", str(tmp / "s"), "--out", str(tmp / "a"),
+                              "--no-grid"])
+    assert res.exit_code == 0, res.output
+    return tmp / "a"

@@ -14,20 +14,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import synthetic_aligned  # noqa: E402
 
 from mfrbench.cli import cli
 
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("manifests")
-    runner = CliRunner()
-    res = runner.invoke(cli, ["synth", "--out", str(tmp / "s"), "--identities", "3", "--per-identity", "2"])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["align", "--dataset", "synthetic", "--root", str(tmp / "s"), "--out", str(tmp / "a"),
-                              "--no-grid"])
-    assert res.exit_code == 0, res.output
-    return tmp / "a"
+    return synthetic_aligned(tmp_path_factory.mktemp("manifests"))
 
 
 def _truncate(d: Path) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import synthetic_aligned  # noqa: E402
 from test_bad_input_gallery import MALICIOUS_PICKLE, _face, _jpeg
 
 from mfrbench.cli import cli
@@ -24,12 +25,7 @@ from mfrbench.cli import cli
 def kit(tmp_path_factory):
     """A small synthetic set, its aligned manifest, and bad config / checkpoint files."""
     tmp = tmp_path_factory.mktemp("mistakes")
-    runner = CliRunner()
-    res = runner.invoke(cli, ["synth", "--out", str(tmp / "s"), "--identities", "3", "--per-identity", "2"])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["align", "--dataset", "synthetic", "--root", str(tmp / "s"), "--out", str(tmp / "a"),
-                              "--no-grid"])
-    assert res.exit_code == 0, res.output
+    synthetic_aligned(tmp)
     (tmp / "flat").mkdir()
     (tmp / "flat" / "a.jpg").write_bytes(_jpeg(_face(1)))
     (tmp / "bad.yaml").write_text("a: [1,\n")
