@@ -348,3 +348,28 @@ def check_store(results_dir: str | os.PathLike) -> None:
     for p, cols in ((path, COLUMNS), (bd, BREAKDOWN_COLUMNS)):
         if p.is_file() and p.stat().st_size:
             _checked_text(p, cols)
+
+
+def merge_stores(sources: "list[str | os.PathLike]", dest: str | os.PathLike) -> Path:
+    """Append every row of the stores ``sources`` (checked) to the store ``dest``, with their plots.
+
+    ``mfrbench reproduce`` gives every evaluation stage a store of its own (a stage's output never
+    changes once done) and builds the report's store from exactly the stages of the current plan, so
+    a table never shows a row of an option that has since changed.
+    """
+    import shutil
+
+    out_dir, out_evals, out_bd = store_paths(dest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        folder, evals, bd = store_paths(src)
+        for path, cols, out in ((bd, BREAKDOWN_COLUMNS, out_bd), (evals, COLUMNS, out_evals)):
+            if not path.is_file():
+                continue
+            lines = _checked_text(path, cols).splitlines(keepends=True)[1:]
+            rows = list(csv.DictReader(io.StringIO("".join([",".join(cols) + "\n", *lines]), newline="")))
+            if rows:
+                _append(out, cols, rows)
+        if (folder / "plots").is_dir():
+            shutil.copytree(folder / "plots", out_dir / "plots", dirs_exist_ok=True)
+    return out_evals

@@ -74,9 +74,9 @@ class DomainData:
         under any order, limit or seed); ``holdout=0`` keeps everything (``held_out`` is None)."""
         if holdout <= 0:
             return self, None
-        u = np.array([int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in self.keys])
-        held = np.flatnonzero(u < holdout)
-        kept = np.flatnonzero(u >= holdout)
+        is_held = held_out_keys(self.keys, holdout)
+        held = np.flatnonzero(is_held)
+        kept = np.flatnonzero(~is_held)
         if not len(held) or not len(kept):
             raise MfrbenchError(f"domain {self.name}: holding out {holdout:.0%} of {len(self)} crops leaves "
                                 f"{len(kept)} to train on and {len(held)} held out")
@@ -215,3 +215,12 @@ def step_batch(faces: DomainData, masks: DomainData, step: int, train: "TrainCon
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """``(B, 3, H, W)`` in ``[-1, 1]`` -> ``(B, H, W, 3)`` uint8 (samples, read-outs, generated images)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def held_out_keys(keys: Sequence[str], share: float) -> np.ndarray:
+    """Which keys the hold-out rule keeps out of training: a hash of the key below ``share``.
+
+    One rule for every consumer (the GAN runs' split, ``mfrbench reproduce``'s quality stage), so
+    FID/KID are always measured on photos no generator was trained on."""
+    u = np.array([int(hashlib.sha1(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in keys])
+    return u < share if len(u) else np.zeros(0, bool)

@@ -53,6 +53,7 @@ _COMMAND_MODULES = (
     "mfrbench.cli.aux",
     "mfrbench.cli.evaluate",
     "mfrbench.cli.scale",
+    "mfrbench.cli.reproduce",
 )
 
 for _mod in _COMMAND_MODULES:

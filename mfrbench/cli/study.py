@@ -1,0 +1,425 @@
+"""The MFGAN study as stages: raw data -> Seg, Det -> GANs -> Masked-CelebA -> recognizers -> evals -> tables.
+
+Built here, in the CLI layer, because its stages call the plugins (generators, recognizers); the
+engine that keys, caches, resumes and reports them is the core's :mod:`mfrbench.stages`.
+
+The graph (``G``: generators, ``L``: losses, ``B``: benchmarks)::
+
+    faces (celeba-rec -> aligned manifest) ---------------------------------.
+      |-> aux-data (mtf, random wearing) -> seg, det                          |
+    real-masked (kit photos, aligned; 25 % held out by key hash)              |
+      |-> gan-<m> for the learned generators and MFGAN's ablations            |
+      '-> mask-<g> (Masked-CelebA from each generator) -> quality-<g>         |
+    fr-base (unmasked faces, the profile's recipe) <--------------------------'
+      '-> fr-<g>-<l>: fine-tune on mask-<g> (Table II: G x L; Table III: ablations x arcface)
+          fr-none-<l>: the same fine-tune on the unmasked faces (the unmasked-data row)
+            '-> eval-<run>-<b> -> report (tables, HTML, provenance)
+
+Profiles: ``smoke`` (seconds per stage: proves the graph), ``cpu`` (the GANs' and recognizers' ``cpu``
+profiles, fine-tunes from one base; about 2.5 h on 2 cores), ``paper`` (450K GAN steps at batch 1,
+recognizers from scratch on Masked-CelebA; a GPU job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mfrbench.errors import DataNotFoundError, MfrbenchError
+from mfrbench.stages import Stage, StageContext, StageSkipped
+
+LEARNED = ("cyclegan", "iamgan", "mfgan")
+ABLATIONS = ("mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty")
+GENERATORS = ("mtf", *LEARNED)
+LOSSES = ("softmax", "triplet", "cosface", "arcface")
+BENCHMARKS = ("rmfrd", "lfw-masked", "mfr2")
+#: The dataset each benchmark reads (its absence is a one-line skip).
+BENCH_DATA = {"rmfrd": "rmfrd", "lfw-masked": "lfw", "lfw": "lfw", "mfr2": "mfr2"}
+HOLDOUT = 0.25  # share of real masked photos never trained on: the real side of FID/KID (as the GANs' cpu profile)
+
+
+@dataclass(frozen=True)
+class StudyProfile:
+    """What a profile changes; every value joins the stage keys through the stage params."""
+
+    name: str
+    faces_limit: int | None          # celeba-rec crops used (None: all)
+    aux_limit: int | None            # faces masked by mtf to train Seg/Det
+    gan_profile: str
+    aux_profile: str
+    fr_profile: str | None           # recognizer recipe of the base (and, from scratch, of every cell)
+    finetune: bool                   # cells fine-tune from fr-base (cpu) or train from scratch (paper)
+    ft: dict = field(default_factory=dict)   # fine-tune options
+    quality_n: int = 50
+    n_boot: int = 1000
+    losses: tuple[str, ...] = LOSSES
+    benchmarks: tuple[str, ...] = ("rmfrd", "lfw-masked", "mfr2")
+    #: default seconds per unit of work, measured on the shared 2-core machine (replaced by this machine's
+    #: own rates as stages finish: $MFRBENCH_CACHE/stage-rates.json)
+    rates: dict = field(default_factory=dict)
+
+
+PROFILES = {
+    "smoke": StudyProfile(
+        "smoke", faces_limit=120, aux_limit=120, gan_profile="smoke", aux_profile="smoke", fr_profile="smoke",
+        finetune=True, ft={"epochs": 1, "max_steps": 3, "batch_size": 16, "lr": 0.01, "workers": 0},
+        quality_n=16, n_boot=50, losses=("arcface",), benchmarks=("rmfrd",),
+        rates={"faces": 0.01, "mtf": 0.01, "aux": 10, "gan": 20, "generate": 0.02, "quality": 0.3, "fr": 15, "ft": 5,
+               "eval": 20, "report": 5, "real-masked": 0.1}),
+    "cpu": StudyProfile(
+        "cpu", faces_limit=None, aux_limit=1000, gan_profile="cpu", aux_profile="cpu", fr_profile="cpu",
+        finetune=True, ft={"epochs": 1, "lr": 0.02, "warmup_epochs": 0.2, "backbone_lr_mult": 0.5, "workers": 1},
+        quality_n=50, n_boot=1000,
+        rates={"faces": 0.01, "mtf": 0.01, "aux": 150, "gan": 600, "generate": 0.02, "quality": 0.5, "fr": 600,
+               "ft": 100, "eval": 40, "report": 20, "real-masked": 0.1}),
+    "paper": StudyProfile(
+        "paper", faces_limit=None, aux_limit=None, gan_profile="paper", aux_profile="cpu", fr_profile=None,
+        finetune=False, ft={}, quality_n=1000, n_boot=1000,
+        rates={"faces": 0.01, "mtf": 0.01, "aux": 600, "gan": 450_000 * 0.05, "generate": 0.005, "quality": 0.05,
+               "fr": 3 * 3600, "eval": 60, "report": 20, "real-masked": 0.1}),
+}
+
+
+@dataclass
+class StudyOptions:
+    profile: str = "smoke"
+    generators: tuple[str, ...] = GENERATORS
+    losses: tuple[str, ...] | None = None
+    benchmarks: tuple[str, ...] | None = None
+    ablations: bool = True
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = 1
+    with_paper: bool = True
+    root: str | None = None      # data root (default: $MFRBENCH_DATA / ../shared/data)
+
+    def study_profile(self) -> StudyProfile:
+        if self.profile not in PROFILES:
+            raise MfrbenchError(f"unknown profile {self.profile!r}; profiles: {', '.join(PROFILES)}")
+        return PROFILES[self.profile]
+
+
+def _data(name: str, root: str | None) -> Path:
+    from mfrbench.paths import data_root, dataset_dir
+
+    if name == "celeba-rec":
+        base = data_root(root, required=True)
+        p = Path(base) / "celeba-rec"
+        if not (p / "train.rec").is_file():
+            raise DataNotFoundError(f"celeba-rec not found under {base} (the study's face set: insightface "
+                                    "RecordIO with train.rec/train.idx); pass --root to the data root")
+        return p
+    return dataset_dir(name, None if root is None else Path(root) / name)
+
+
+def _missing(name: str, root: str | None):
+    def check() -> str | None:
+        try:
+            _data(name, root)
+        except DataNotFoundError as e:
+            return str(e)
+        return None
+    return check
+
+
+def held_out(key: str, share: float = HOLDOUT) -> bool:
+    """The GAN data's hold-out rule (:meth:`DomainData.split`): a hash of the key, stable under order and limit."""
+    from mfrbench.generators.gan.data import held_out_keys
+
+    return bool(held_out_keys([key], share)[0])
+
+
+# --------------------------------------------------------------------------- stage functions
+def _faces(ctx: StageContext) -> dict:
+    """celeba-rec's crops -> an aligned manifest (the crops are already in the ArcFace frame: the template's
+    five points are their landmarks, the 68 points are found on the crop), so every generator masks them."""
+    from mfrbench.align import AlignConfig, align_dataset, template_for
+    from mfrbench.datasets import Dataset, input_record
+    from mfrbench.imageio import atomic_write_bytes
+    from mfrbench.recordio import RecordFile, open_recordset
+
+    p = ctx.stage.params
+    rs = open_recordset(p["source"])
+    n = len(rs) if p["limit"] is None else min(p["limit"], len(rs))
+    crops = ctx.out / "crops"
+    f = RecordFile(rs.rec)
+    keys = []
+    try:
+        for i in range(n):
+            key = f"{int(rs.labels[i]):05d}/{i:06d}.jpg"
+            path = crops / key
+            if not path.is_file():
+                atomic_write_bytes(path, f.record(int(rs.offsets[i])).image)
+            keys.append(key)
+    finally:
+        f.close()
+    lmk5 = tuple(template_for(112).ravel().tolist())
+
+    def records():
+        for key in keys:
+            yield input_record(crops / key, key.split("/")[0], False, "celeba-rec", key, lmk5=lmk5)
+
+    ds = Dataset("celeba-rec", crops, records)
+    meta = align_dataset(ds, ctx.out / "aligned", cfg=AlignConfig(landmarks="annotations"), progress=False,
+                         resume=ctx.resume)
+    return {"inputs": meta["inputs"], "ok": meta["ok"], "identities": len({k.split("/")[0] for k in keys})}
+
+
+def _real_masked(ctx: StageContext) -> dict:
+    """The kit's real masked photos, aligned once; ``holdout/`` (never trained on: the real side of FID/KID)
+    and ``train/`` (the GANs' Mask domain and MFGAN's references) by the GAN data's own hold-out rule."""
+    import pandas as pd
+
+    from mfrbench.align import AlignConfig, align_dataset
+    from mfrbench.datasets import create_dataset
+    from mfrbench.generators.gan.data import held_out_keys
+
+    ds = create_dataset("masked-photos", ctx.stage.params["root"])
+    aligned = ctx.out / "aligned"
+    align_dataset(ds, aligned, cfg=AlignConfig(landmarker="none", ext=".png"), progress=False, resume=ctx.resume)
+    df = pd.read_csv(aligned / "manifest.csv", usecols=["key", "status", "out_path"], keep_default_na=False)
+    df = df[df["status"] == "ok"]
+    held = held_out_keys(df["key"].tolist(), ctx.stage.params["holdout"])
+    for name, part in (("holdout", df[held]), ("train", df[~held])):
+        (ctx.out / name).mkdir(exist_ok=True)
+        for key, rel in zip(part["key"], part["out_path"]):
+            dst = ctx.out / name / (hashlib.sha1(key.encode()).hexdigest()[:12] + ".png")
+            if not dst.exists():
+                shutil.copyfile(aligned / rel, dst)
+    return {"aligned": int(len(df)), "holdout": int(held.sum()), "train": int((~held).sum())}
+
+
+def _generate(ctx: StageContext) -> dict:
+    """One masked variant of the faces (Masked-CelebA from generator ``method``), with its grid."""
+    from mfrbench.generate import generate_dataset, save_sample_grid
+    from mfrbench.generators.base import generator_factory
+
+    p = ctx.stage.params
+    kw = dict(p["kwargs"])
+    if "gan" in ctx.deps:
+        kw["checkpoint"] = str(ctx.deps["gan"] / "run")
+    if "seg" in ctx.deps and p["method"] in ("cyclegan", "iamgan"):
+        kw["seg_checkpoint"] = str(ctx.deps["seg"] / "run")
+    if p["method"].startswith("mfgan"):
+        kw.update(reference=str(ctx.deps["real-masked"] / "train"), seed=p["seed"])
+    out = ctx.out / "masked"
+    method = "mfgan" if p["method"].startswith("mfgan") else p["method"]  # an ablation is an MFGAN run's variant
+    meta = generate_dataset(generator_factory(method, **kw), out, manifest=ctx.deps["faces"] / "aligned",
+                            limit=p["limit"], workers=p["workers"], seed=p["seed"], progress=False)
+    if meta["ok"]:
+        save_sample_grid(out)
+    return {"inputs": meta["inputs"], "ok": meta["ok"], "skip_reasons": meta.get("skip_reasons", {}),
+            "generator": meta["generator"]}
+
+
+def _aux(ctx: StageContext) -> dict:
+    from mfrbench.generators.seg import train_aux
+
+    p = ctx.stage.params
+    run = ctx.out / "run"
+    m = train_aux(p["module"], [str(ctx.deps["aux-data"] / "masked")], run,
+                  unmasked=[str(ctx.deps["faces"] / "aligned")], profile=p["profile"],
+                  resume=(run / "checkpoints" / "last.pt").is_file(), threads=p["threads"], progress=False)
+    return {k: v for k, v in m.items() if isinstance(v, (int, float, str))}
+
+
+def _gan(ctx: StageContext) -> dict:
+    from mfrbench.generators.gan.train import train_gan
+
+    p = ctx.stage.params
+    seg, det = str(ctx.deps["seg"] / "run"), str(ctx.deps["det"] / "run")
+    model, train = {}, {}
+    if p["method"].startswith("mfgan"):
+        model = {"det_checkpoint": det, "seg_checkpoint": seg}
+    elif p["method"] == "iamgan":
+        model, train = {"seg_checkpoint": seg}, {"readout_det": det}
+    else:
+        train = {"readout_seg": seg, "readout_det": det}
+    run = ctx.out / "run"
+    resume = (run / "checkpoints" / "last.pt").is_file()
+    s = train_gan(None if resume else p["method"], None if resume else str(ctx.deps["faces"] / "aligned"),
+                  None if resume else str(ctx.deps["real-masked"] / "train"), run,
+                  profile=None if resume else p["profile"], model_overrides=None if resume else model,
+                  train_overrides=None if resume else train, resume=resume, threads=p["threads"], progress=False)
+    q = {}
+    if (run / "quality.json").is_file():
+        q = json.loads((run / "quality.json").read_text())
+    return {"steps": s.get("step"), "seconds": s.get("seconds"),
+            "readout": {k: q.get(k) for k in ("seg_correct", "det_correct_wearing", "nonmask_full", "realism",
+                                              "style") if k in q}}
+
+
+def _train_fr(ctx: StageContext) -> dict:
+    """The base recognizer (unmasked faces) or one cell's: fine-tuned from the base on one masked variant
+    (cpu), or from scratch (paper). The run's generator record comes from its data's manifest."""
+    from mfrbench.generators.augment import parse_mask_aug
+    from mfrbench.recognizers.config import resolve_config
+    from mfrbench.recognizers.train import train
+
+    p = ctx.stage.params
+    data = str(ctx.deps["data"] / ("masked" if p["data"] != "faces" else "aligned"))
+    opts = {"data": (data,), "out": str(ctx.out / "run"), "head": p["loss"], "seed": p["seed"], "progress": False,
+            **p["options"]}
+    if "base" in ctx.deps:
+        opts["init"] = str(ctx.deps["base"] / "run")
+    cfg = resolve_config(options=opts, profile=p["profile"]).config
+    resume = (ctx.out / "run" / "checkpoints" / "last.pt").is_file()
+    s = train(cfg, resume=resume, augment_factory=parse_mask_aug)
+    return {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
+
+
+def _eval(ctx: StageContext) -> dict:
+    from mfrbench.evaluate import EvalConfig, evaluate
+    from mfrbench.generators.base import generator_factory
+
+    p = ctx.stage.params
+    kw = {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory} \
+        if p["benchmark"] == "lfw-masked" else {}
+    cfg = EvalConfig(benchmark=p["benchmark"], root=p["root"], seed=p["seed"], n_boot=p["n_boot"],
+                     protocol_kwargs=kw)
+    try:
+        row = evaluate(str(ctx.deps["run"] / "run"), cfg, results_dir=ctx.out / "results",
+                       cache_dir=ctx.out.parent.parent / "cache", workers=p["workers"], progress=False)
+    except DataNotFoundError as e:
+        raise StageSkipped(str(e)) from e
+    return {k: row.get(k) for k in ("eval_id", "acc", "rank1", "rank5", "coverage") if k in row}
+
+
+def _quality(ctx: StageContext) -> dict:
+    from mfrbench.quality import run_quality
+
+    p = ctx.stage.params
+    real = ctx.deps["real-masked"] / "holdout"
+    n = min(p["n"], len(list(real.iterdir())))
+    nonmask_fn = None
+    if "seg" in ctx.deps:
+        from mfrbench.generators.seg import load_seg
+
+        seg = load_seg(ctx.deps["seg"] / "run")
+        nonmask_fn = lambda images: seg.predict_uint8(images) == 0  # noqa: E731
+    q = run_quality(ctx.deps["mask"] / "masked", real=real, results_dir=ctx.out / "results", limit=n, real_limit=n,
+                    kid_subset=min(1000, n), seed=p["seed"], progress=False, nonmask_fn=nonmask_fn,
+                    nonmask_source=f"seg:{ctx.deps['seg'] / 'run'}" if "seg" in ctx.deps else None)
+    return {k: v for k, v in q.items() if isinstance(v, (int, float, str))}
+
+
+def _report(ctx: StageContext) -> dict:
+    """Tables (CSV/Markdown/LaTeX) per benchmark and the HTML report, from exactly this plan's stages."""
+    from mfrbench.reports import write_reports
+    from mfrbench.results import merge_stores
+
+    p = ctx.stage.params
+    store = ctx.out / "results"
+    if store.exists():  # a resumed report starts again: it is cheap and must not double rows
+        shutil.rmtree(store)
+    got = {n: ctx.deps[n] for n in ctx.stage.soft_deps if n in ctx.deps}
+    stores = [d / "results" for n, d in sorted(got.items()) if (d / "results").is_dir()]
+    merge_stores(stores, store)
+    out = {"benchmarks": {}, "stores": len(stores)}
+    for b in p["benchmarks"]:
+        rep = write_reports(store, ctx.out / "tables" / b, benchmark=b, with_paper=p["with_paper"])
+        out["benchmarks"][b] = {t: len(rep["missing"][t]) for t in ("table2", "table3")}
+    try:
+        from mfrbench.report_html import write_html_report
+    except ImportError:  # the HTML report lands separately
+        return out
+    generated = {n.removeprefix("mask-"): str(d / "masked") for n, d in got.items() if n.startswith("mask-")}
+    html = write_html_report(store, ctx.out / "html", benchmarks=list(p["benchmarks"]), generated=generated,
+                             with_paper=p["with_paper"])
+    out["html"] = str(Path(html).relative_to(ctx.out))
+    return out
+
+
+# --------------------------------------------------------------------------- the graph
+def build_study(opts: StudyOptions, out: str | Path) -> list[Stage]:
+    """The stages of one study (see the module docstring); what is run comes from ``opts`` only."""
+    sp = opts.study_profile()
+    gens = tuple(opts.generators)
+    bad = [g for g in gens if g not in GENERATORS]
+    if bad:
+        raise MfrbenchError(f"--generators: unknown {', '.join(bad)}; valid: {', '.join(GENERATORS)}")
+    losses = tuple(opts.losses or sp.losses)
+    bad = [lo for lo in losses if lo not in LOSSES]
+    if bad:
+        raise MfrbenchError(f"--losses: unknown {', '.join(bad)}; valid: {', '.join(LOSSES)}")
+    benches = tuple(opts.benchmarks or sp.benchmarks)
+    bad = [b for b in benches if b not in BENCH_DATA]
+    if bad:
+        raise MfrbenchError(f"--benchmarks: unknown {', '.join(bad)}; valid: {', '.join(BENCH_DATA)}")
+    root, seed, thr = opts.root, opts.seed, opts.threads
+    rec = _data("celeba-rec", root)  # the one input without which nothing runs: a one-line error now
+    from mfrbench.datasets import create_dataset
+
+    masked_photos = create_dataset("masked-photos", None if root is None else Path(root) / "masked-faces").root
+    ablations = ABLATIONS if (opts.ablations and "mfgan" in gens) else ()
+    learned = [g for g in (*gens, *ablations) if g != "mtf"]
+    stages = [
+        Stage("faces", _faces, {"source": str(rec), "limit": sp.faces_limit}, inputs=(str(rec),), kind="faces",
+              units=sp.faces_limit or 6274),
+        Stage("real-masked", _real_masked, {"root": str(masked_photos), "holdout": HOLDOUT},
+              inputs=(str(masked_photos),), kind="real-masked", units=400),
+    ]
+    if learned:
+        stages.append(Stage("aux-data", _generate, {"method": "mtf", "kwargs": {"mask_type": "mix",
+                            "wearing": "random"}, "limit": sp.aux_limit, "seed": seed, "workers": opts.workers},
+                            roles={"faces": "faces"}, kind="mtf", units=sp.aux_limit or 6274))
+        for module in ("seg", "det"):
+            stages.append(Stage(module, _aux, {"module": module, "profile": sp.aux_profile, "threads": thr},
+                                roles={"aux-data": "aux-data", "faces": "faces"}, kind="aux"))
+    for m in learned:
+        stages.append(Stage(f"gan-{m}", _gan, {"method": m, "profile": sp.gan_profile, "threads": thr},
+                            roles={"faces": "faces", "real-masked": "real-masked", "seg": "seg", "det": "det"},
+                            kind="gan"))
+    n_faces = sp.faces_limit or 6274
+    for g in (*gens, *ablations):
+        roles = {"faces": "faces", "real-masked": "real-masked"}
+        kwargs = {"mask_type": "mix", "wearing": "correct"} if g == "mtf" else {}
+        if g != "mtf":
+            roles.update(gan=f"gan-{g}", seg="seg")
+        stages.append(Stage(f"mask-{g}", _generate, {"method": g, "kwargs": kwargs, "limit": None, "seed": seed,
+                                                      "workers": opts.workers}, roles=roles,
+                            kind="mtf" if g == "mtf" else "generate", units=n_faces))
+        qroles = {"mask": f"mask-{g}", "real-masked": "real-masked"}
+        if g != "mtf":  # one common Seg measures the non-mask area of outputs without exact maps
+            qroles["seg"] = "seg"
+        stages.append(Stage(f"quality-{g}", _quality, {"n": sp.quality_n, "seed": seed}, roles=qroles,
+                            kind="quality", units=sp.quality_n))
+    stages += _recognizer_stages(opts, sp, gens, ablations, losses, benches, Path(out))
+    evals_and_quality = [s.name for s in stages if s.name.startswith(("eval-", "quality-", "mask-"))]
+    stages.append(Stage("report", _report, {"benchmarks": list(benches), "with_paper": opts.with_paper},
+                        soft_deps=tuple(evals_and_quality), kind="report"))
+    for s in stages:  # a profile's rates are its own: a smoke GAN step says nothing about a cpu one
+        s.kind = f"{sp.name}:{s.kind}"
+    return stages
+
+
+def _recognizer_stages(opts: StudyOptions, sp: StudyProfile, gens, ablations, losses, benches, out: Path
+                       ) -> list[Stage]:
+    """fr-base, one run per Table II cell (generator x loss), Table III row (ablation x arcface) and
+    unmasked-data row (none x loss), and an eval stage per run and benchmark."""
+    stages = []
+    base_opts = {"workers": 1} if sp.name != "smoke" else {"workers": 0}
+    if sp.finetune:
+        stages.append(Stage("fr-base", _train_fr, {"data": "faces", "loss": "arcface", "seed": opts.seed,
+                                                   "profile": sp.fr_profile, "options": base_opts},
+                            roles={"data": "faces"}, kind="fr"))
+    cells = [(g, lo) for g in gens for lo in losses] + [(a, "arcface") for a in ablations] + \
+        [("none", lo) for lo in losses]
+    for g, lo in cells:
+        roles = {"data": "faces" if g == "none" else f"mask-{g}"}
+        if sp.finetune:
+            roles["base"] = "fr-base"
+        name = f"fr-{g}-{lo}"
+        stages.append(Stage(name, _train_fr, {"data": "faces" if g == "none" else g, "loss": lo, "seed": opts.seed,
+                                              "profile": sp.fr_profile, "options": dict(sp.ft)},
+                            roles=roles, kind="ft" if sp.finetune else "fr"))
+        for b in benches:
+            stages.append(Stage(f"eval-{g}-{lo}-{b}", _eval,
+                                {"benchmark": b, "root": None if opts.root is None else str(Path(opts.root)
+                                                                                           / BENCH_DATA[b]),
+                                 "seed": opts.seed, "n_boot": sp.n_boot, "workers": opts.workers},
+                                roles={"run": name}, kind="eval", requires=_missing(BENCH_DATA[b], opts.root)))
+    return stages
