@@ -263,6 +263,8 @@ class Graph:
                 item.status, item.reason = "skipped", reason
             elif bad:
                 item.status, item.reason = "blocked", f"needs {bad[0]} ({items[bad[0]].status}: {items[bad[0]].reason})"
+            elif st.get("status") == "done" and self._soft_changed(s, st, items):
+                item.status, item.reason = "todo", "its optional inputs changed"
             elif st.get("status") == "done":
                 item.status = "cached"
             elif st.get("status") == "skipped":
@@ -273,6 +275,15 @@ class Graph:
                 item.estimate_s = self.estimate(name, rates)
             items[name] = item
         return list(items.values())
+
+    @staticmethod
+    def _soft_changed(s: Stage, st: dict, items: dict[str, PlanItem]) -> bool:
+        """A stage with optional inputs (the report) reruns when the set of them it will see differs from the
+        set it saw: a stage that failed before and is fixed now, or one whose data appeared."""
+        if not s.soft_deps:
+            return False
+        now = {d for d in s.soft_deps if d in items and items[d].status in ("cached", "todo", "resume")}
+        return now != set(st.get("soft_done", ())) or any(items[d].status != "cached" for d in now)
 
     def describe(self, plan: list[PlanItem]) -> str:
         """The plan as text: one line per stage, then totals (what ``--dry-run`` prints)."""
@@ -349,6 +360,7 @@ class Graph:
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": int(prev.get("attempt", 0)) + 1}
         _write_state(it.folder, state)
         avail = [d for d in (*s.deps, *s.soft_deps) if status.get(d) in ("cached", "done")]
+        state["soft_done"] = [d for d in s.soft_deps if d in avail]
         deps = {d: self.folder(d) for d in avail}
         deps.update({role: deps[name] for role, name in s.roles.items() if name in deps})
         ctx = StageContext(stage=s, out=it.folder, deps=deps,
@@ -411,13 +423,13 @@ class _Progress:
         self.done = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._cur: tuple[PlanItem, float] | None = None
+        self._cur: tuple[PlanItem, float, str] | None = None
+        self._n = len(work)
         if enabled and work:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=round(self.total), unit="est-s", file=sys.__stderr__, dynamic_ncols=True,
                             bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")
-            self._n = len(work)
             threading.Thread(target=self._tick, daemon=True).start()
 
     def writer(self, echo: Callable[[str], None]) -> Callable[[str], None]:
@@ -432,19 +444,23 @@ class _Progress:
 
     def start(self, n: int, it: PlanItem) -> None:
         with self._lock:
-            self._cur = (it, time.perf_counter())
+            self._cur = (it, time.perf_counter(), f"[{n}/{self._n}] {it.name}")
             if self.bar is not None:
-                self.bar.set_description_str(f"[{n}/{self._n}] {it.name}", refresh=True)
+                self.bar.set_description_str(self._cur[2], refresh=True)
 
     def _tick(self) -> None:
         while not self._stop.wait(2.0):
             with self._lock:
                 if self.bar is None or self._cur is None:
                     continue
-                it, t0 = self._cur
-                target = self.done + min(time.perf_counter() - t0, 0.95 * max(it.estimate_s, 1.0))
-                if target > self.bar.n:
+                it, t0, label = self._cur
+                spent = time.perf_counter() - t0
+                target = self.done + min(spent, 0.95 * max(it.estimate_s, 1.0))
+                self.bar.set_description_str(f"{label} {fmt_seconds(spent)} (est {fmt_seconds(it.estimate_s)})",
+                                             refresh=False)
+                if round(target) > self.bar.n:
                     self.bar.update(round(target) - self.bar.n)
+                self.bar.refresh()  # a stage past its estimate still shows the clock moving
 
     def finish(self, it: PlanItem) -> None:
         with self._lock:

@@ -39,6 +39,8 @@ def publish_report(graph, out: Path) -> Path | None:
 @click.option("--no-ablations", is_flag=True, help="Leave out MFGAN's three Table III ablations.")
 @click.option("--only", "only", multiple=True, metavar="STAGE",
               help="Run only this stage (glob patterns: 'eval-*') and what it needs. Repeatable.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Change a profile setting (quality_n, n_boot, faces_limit, ...; ft.KEY for the fine-tunes).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (stages, cached, estimated time) and stop.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
@@ -47,8 +49,8 @@ def publish_report(graph, out: Path) -> Path | None:
 @click.option("--with-paper/--no-paper", default=True, show_default=True, help="The paper's values beside ours.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data root [default: $MFRBENCH_DATA or ../shared/data].")
-def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, only, dry_run, seed, workers, threads,
-                  with_paper, root) -> None:
+def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, sets, only, dry_run, seed, workers,
+                  threads, with_paper, root) -> None:
     """Run the MFGAN study end to end: align -> Seg, Det -> GANs -> Masked-CelebA from each generator ->
     recognizers for every Table II cell and Table III row (+ an unmasked-data row) -> evaluations ->
     quality -> tables and an HTML report in OUT/report/.
@@ -67,11 +69,12 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, on
 
     opts = StudyOptions(profile=profile, generators=_names(generators) or StudyOptions.generators,
                         losses=_names(losses), benchmarks=_names(benchmarks), ablations=not no_ablations, seed=seed,
-                        workers=workers, threads=threads, with_paper=with_paper, root=root)
+                        workers=workers, threads=threads, with_paper=with_paper, root=root, sets=sets)
     outp = Path(out)
     cmd = f"mfrbench reproduce --profile {profile} --out {out}" + "".join(
         f" --{k} {v}" for k, v in (("generators", generators), ("losses", losses), ("benchmarks", benchmarks),
-                                   ("root", root)) if v) + (" --no-ablations" if no_ablations else "")
+                                   ("root", root)) if v) + (" --no-ablations" if no_ablations else "") + "".join(
+        f" --set {v}" for v in sets)
     sp = opts.study_profile()
     graph = Graph(build_study(opts, outp), outp, default_rates={f"{sp.name}:{k}": v for k, v in sp.rates.items()},
                   rerun_hint=lambda name: f"{cmd} --only {name}")

@@ -96,10 +96,34 @@ class StudyOptions:
     with_paper: bool = True
     root: str | None = None      # data root (default: $MFRBENCH_DATA / ../shared/data)
 
+    sets: tuple[str, ...] = ()  # --set KEY=VALUE on the profile (``ft.KEY`` for a fine-tune option)
+
     def study_profile(self) -> StudyProfile:
         if self.profile not in PROFILES:
             raise MfrbenchError(f"unknown profile {self.profile!r}; profiles: {', '.join(PROFILES)}")
-        return PROFILES[self.profile]
+        return apply_sets(PROFILES[self.profile], self.sets)
+
+
+def apply_sets(sp: StudyProfile, sets: tuple[str, ...]) -> StudyProfile:
+    """``--set quality_n=20``, ``--set ft.epochs=2``: the profile with those values (typed as its fields)."""
+    import dataclasses
+    import typing
+
+    import yaml
+
+    from mfrbench.config import coerce, parse_sets
+
+    hints = typing.get_type_hints(StudyProfile)
+    ft, top = dict(sp.ft), {}
+    for key, value in parse_sets(sets).items():
+        if key.startswith("ft."):
+            ft[key[3:]] = yaml.safe_load(value)
+        elif key in hints and key not in ("name", "ft", "rates"):
+            top[key] = coerce(value, hints[key], f"--set {key}")
+        else:
+            valid = sorted(k for k in hints if k not in ("name", "ft", "rates"))
+            raise MfrbenchError(f"--set {key}: not a study setting; valid: {', '.join(valid)}, ft.<train-fr option>")
+    return dataclasses.replace(sp, ft=ft, **top)
 
 
 def _data(name: str, root: str | None) -> Path:
