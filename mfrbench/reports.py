@@ -1,4 +1,4 @@
-"""``mfrbench report``: the paper's Table II and Table III from the results store.
+"""``mfrbench report``: the paper's Table II and Table III (and our Table I) from the results store.
 
 * **Table II** (rows: training-data generator x loss; columns Acc, TAR@FAR=1e-3, Rank-5) on
   one benchmark (default ``rmfrd``, as the paper). The paper's rows (MTF, IAMGAN, MFGAN x
@@ -7,6 +7,8 @@
 * **Table III** (rows: CycleGAN, MFGAN w/o L_inv, w/o lambda_cor, w/o L_sty, full MFGAN;
   columns Acc, TAR@FAR=1e-3, Rank-5 of a recognizer with one loss (default ArcFace) trained on
   each generator's data, and SSIM, PSNR, FID of the generated data from ``mfrbench quality``).
+* **Table I** (ours: the paper's is illegible): generation quality of every generator (SSIM, PSNR,
+  FID, KID, identity cosine, correct-wearing share), for the HTML report (:mod:`mfrbench.report_html`).
 
 Rows are matched on the generator identity the results store carries (``generator`` = the
 variant/preset, ``generator_family``; :mod:`mfrbench.generate`), exactly: Table II's MFGAN row takes
@@ -60,6 +62,13 @@ PAPER_TABLE3 = {
 
 REC_COLS = [("acc", "Acc", True), (TAR, "TAR@FAR=1e-3", True), ("rank5", "Rank-5", True)]
 QUAL_COLS = [("ssim", "SSIM", True), ("psnr", "PSNR", True), ("fid", "FID", False)]  # bool: higher is better
+
+#: Our Table I rows (generation quality; the paper's own Table I is illegible in every copy, so it has no
+#: paper values): every generator of Tables II and III, as (family, variant, label).
+T1_GENERATORS = [T2_GENERATORS[0], T2_GENERATORS[1], T3_VARIANTS[0],
+                 *[(f, v, f"MFGAN {lab}") for f, v, lab in T3_VARIANTS[1:4]], T2_GENERATORS[2]]
+T1_COLS = QUAL_COLS + [("kid", "KID", False), ("identity_cos", "identity cos", True),
+                       ("correct_wearing", "correct wearing", True)]
 
 
 def _of_generator(df: pd.DataFrame, family: str, variant: str) -> pd.DataFrame:
@@ -169,6 +178,45 @@ def build_table3(results: pd.DataFrame, *, benchmark: str = "rmfrd", loss: str =
         rows.append(row)
     variants = {v for _, v, _ in T3_VARIANTS}
     return _table(rows, REC_COLS + QUAL_COLS), missing + _unlabelled(pd.concat([ev, q]), variants)
+
+
+def _unequal_n(df: pd.DataFrame) -> list[str]:
+    """A caveat when FID/KID rows were measured at different N (FID is biased at small N: compare at equal N)."""
+    sizes = {(int(a), int(b)) for a, b, f in zip(df["n_images"], df["n_real"], df["fid"])
+             if not (math.isnan(f) or math.isnan(a) or math.isnan(b))}
+    if len(sizes) < 2:
+        return []
+    return [f"FID/KID measured at unequal N (generated, real) = {sorted(sizes)}: compare only rows at equal N"]
+
+
+def build_table1(results: pd.DataFrame, *, wearing: dict[str, tuple[float, str]] | None = None
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of our Table I (generation quality per generator) and the list of missing rows and caveats.
+
+    Each row takes the latest ``kind=quality`` row of exactly its generator identity, as Table III
+    does; generators found in the store beyond :data:`T1_GENERATORS` follow them. The results store
+    has no correct-wearing column, so ``wearing`` (variant -> (share in [0, 1], where it came from))
+    brings it in from the caller, who can read manifests and GAN read-outs.
+    """
+    q = _store_frame(results)
+    q = q[q["kind"] == "quality"]
+    known = {(f, v) for f, v, _ in T1_GENERATORS}
+    found = sorted({(f, v) for f, v in zip(q["generator_family"], q["generator"]) if f} - known)
+    rows, missing = [], []
+    for fam, var, label in T1_GENERATORS + [(f, v, v) for f, v in found]:
+        qr = _latest(_of_generator(q, fam, var))
+        row = {"generator": label, "variant": var, "family": fam}
+        if qr is None:
+            missing.append(f"{label}: no quality row")
+        for c in ("ssim", "psnr", "fid", "kid", "kid_std", "identity_cos", "n_images", "n_real"):
+            row[c] = _num(qr[c]) if qr is not None else float("nan")
+        for c in ("eval_id", "quality_data", "generator_hash", "nonmask_source", "quality_protocol", "model",
+                  "config_hash"):
+            row["quality_id" if c == "eval_id" else c] = str(qr[c]) if qr is not None and c in qr.index else ""
+        row["correct_wearing"], row["wearing_source"] = (wearing or {}).get(var, (float("nan"), ""))
+        rows.append(row)
+    df = _table(rows, T1_COLS)
+    return df, missing + _unequal_n(df) + _unlabelled(q, {v for _, v, _ in T1_GENERATORS})
 
 
 # --------------------------------------------------------------------------- rendering

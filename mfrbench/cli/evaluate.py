@@ -131,28 +131,59 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
 @click.option("--benchmark", default="rmfrd", show_default=True, help="Benchmark the tables report.")
 @click.option("--loss", default="arcface", show_default=True, help="Recognizer loss used for Table III.")
 @click.option("--with-paper", is_flag=True, help="Show the paper's published values side by side.")
-def report_cmd(results_dir, out_dir, benchmark, loss, with_paper) -> None:
+@click.option("--html", "html", is_flag=True,
+              help="Also write report.html + images/ next to the tables: Tables I-III of every benchmark in the "
+                   "store, sample grids, ROC/CMC, breakdown, provenance (self-contained, no network).")
+@click.option("--generated", "generated", multiple=True, metavar="LABEL=DIR",
+              help="--html: a generator's masked manifest folder (`mfrbench generate` output) for the sample grid "
+                   "and the correct-wearing column (repeatable, one per generator).")
+def report_cmd(results_dir, out_dir, benchmark, loss, with_paper, html, generated) -> None:
     """Write Table II and Table III (CSV, Markdown, LaTeX) from the results store.
 
     Cells hold the latest matching row; missing cells stay empty and are listed; the best
-    value per column is marked.
+    value per column is marked. --html adds one self-contained page of the whole store.
 
     \b
     Examples:
       mfrbench report
       mfrbench report --results results --out paper-tables --with-paper
       mfrbench report --benchmark lfw-masked --loss cosface
+      mfrbench report --html --with-paper --generated MTF=out/celeba-mtf --generated MFGAN=out/celeba-mfgan
     """
+    from mfrbench.errors import MfrbenchError
     from mfrbench.reports import write_reports
     from mfrbench.results import require_store
 
     require_store(results_dir)  # a mistyped --results must not become an empty folder of empty tables
+    if generated and not html:
+        raise MfrbenchError("--generated is for the HTML report: add --html")
+    dirs = _label_dirs(generated)  # a malformed option fails before any table is written
     rep = write_reports(results_dir, out_dir, benchmark=benchmark, loss=loss.lower(), with_paper=with_paper)
     for name in ("table2", "table3"):
         df = rep[name]
         filled = int(df["eval_id"].astype(bool).sum())
         click.echo(f"{name}: {len(df)} rows, {filled} with results, {len(rep['missing'][name])} missing cells")
     click.echo("wrote " + ", ".join(rep["files"]))
+    if html:
+        from mfrbench.report_html import write_html_report
+
+        page = write_html_report(results_dir, out_dir, loss=loss.lower(), with_paper=with_paper, generated=dirs)
+        click.echo(f"wrote {page} (+ {page.parent / 'images'})")
+
+
+def _label_dirs(pairs: tuple[str, ...]) -> dict[str, Path]:
+    """``LABEL=DIR`` options -> {label: folder}; a malformed or repeated label is a one-line error."""
+    from mfrbench.errors import MfrbenchError
+
+    out: dict[str, Path] = {}
+    for a in pairs:
+        label, sep, folder = a.partition("=")
+        if not sep or not label.strip() or not folder.strip():
+            raise MfrbenchError(f"Expected --generated LABEL=DIR, but got {a!r}")
+        if label.strip() in out:
+            raise MfrbenchError(f"--generated names {label.strip()!r} twice")
+        out[label.strip()] = Path(folder.strip())
+    return out
 
 
 @cli.command("quality")
