@@ -283,3 +283,15 @@ def test_chromium_renders_the_page_with_every_image(study, tmp_path):
     title = re.search(r"<title>([^<]*)</title>", dom).group(1)
     n = len([a for t, a in _parse(page).tags if t == "img"])
     assert title == f"images {n} broken 0", title
+
+
+def test_empty_store_says_what_is_missing_and_old_images_go(tmp_path):
+    """No rows and an unreadable manifest: a page that says so; an earlier report's plots are removed."""
+    (tmp_path / "o" / "images").mkdir(parents=True)
+    (tmp_path / "o" / "images" / "roc-rmfrd-old.png").write_bytes(b"x")
+    (tmp_path / "o" / "images" / "mine.png").write_bytes(b"x")  # not the report's: left alone
+    page = write_html_report(tmp_path / "store", tmp_path / "o", generated={"X": tmp_path / "nope"})
+    text = page.read_text(encoding="utf-8")
+    assert "rmfrd: no eval rows in the store" in text and "X: no manifest at" in text
+    assert "Table I: MTF: no quality row" in text
+    assert sorted(p.name for p in (tmp_path / "o" / "images").iterdir()) == ["mine.png"]
