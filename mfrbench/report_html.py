@@ -96,10 +96,9 @@ class _Provenance:
         g = lambda c: "" if c not in r.index or pd.isna(r[c]) else str(r[c])  # noqa: E731
         quality = g("kind") == "quality"
         return {**{c: g(c) for c, _ in self.FIELDS},
-                "protocol": g("quality_protocol") if quality else
-                f"{g('benchmark')}-{g('protocol_id')}" if g("protocol_id") else "",
+                "protocol": f"{g('benchmark')}-{g('protocol_id')}" if g("protocol_id") else "",
                 "data": g("quality_data") if quality else g("train_data"),
-                "method": f"non-mask: {g('nonmask_source')}" if quality else
+                "method": f"non-mask: {g('nonmask_source')}; {g('quality_protocol')}" if quality else
                 "; ".join(x for x in (g("acc_protocol"), g("ci_method")) if x)}
 
     def title(self, eval_id: str) -> str:
@@ -124,11 +123,17 @@ class _Provenance:
         body = []
         for eid in self.used:
             f = self.fields(eid)
-            body.append(f'<tr id="{_anchor(eid)}">' + "".join(f"<td>{_e(f[c])}</td>" for c, _ in self.FIELDS)
-                        + "</tr>")
+            body.append(f'<tr id="{_anchor(eid)}">' + "".join(_long_td(f[c]) for c, _ in self.FIELDS) + "</tr>")
         if not body:
             return "<p>No table cell holds a measured number yet.</p>"
         return f'<table class="prov"><tr>{heads}</tr>{"".join(body)}</table>'
+
+
+def _long_td(text: str, limit: int = 90) -> str:
+    """A cell of free text cut to ``limit`` characters; the whole text is its tooltip."""
+    if len(text) <= limit:
+        return f"<td>{_e(text)}</td>"
+    return f'<td title="{_e(text)}">{_e(text[:limit])}&hellip;</td>'
 
 
 def _table(heads: list[str], rows: list[list[str]]) -> str:
