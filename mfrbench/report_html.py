@@ -95,11 +95,12 @@ class _Provenance:
         r = self.rows[eval_id]
         g = lambda c: "" if c not in r.index or pd.isna(r[c]) else str(r[c])  # noqa: E731
         quality = g("kind") == "quality"
+        method = ([f"non-mask: {g('nonmask_source')}" if g("nonmask_source") else "", g("quality_protocol")]
+                  if quality else [g("acc_protocol"), g("ci_method")])
         return {**{c: g(c) for c, _ in self.FIELDS},
                 "protocol": f"{g('benchmark')}-{g('protocol_id')}" if g("protocol_id") else "",
                 "data": g("quality_data") if quality else g("train_data"),
-                "method": f"non-mask: {g('nonmask_source')}; {g('quality_protocol')}" if quality else
-                "; ".join(x for x in (g("acc_protocol"), g("ci_method")) if x)}
+                "method": "; ".join(x for x in method if x)}
 
     def title(self, eval_id: str) -> str:
         f = self.fields(eval_id)
