@@ -193,8 +193,9 @@ def _faces(ctx: StageContext) -> dict:
 
 
 def _real_masked(ctx: StageContext) -> dict:
-    """The kit's real masked photos, aligned once; ``holdout/`` (never trained on: the real side of FID/KID)
-    and ``train/`` (the GANs' Mask domain and MFGAN's references) by the GAN data's own hold-out rule."""
+    """The kit's real masked photos, aligned once (``aligned/``: the GANs' Mask domain, which holds out the
+    same photos by the same rule), split by the GAN data's hold-out rule into ``holdout/`` (never trained
+    on: the real side of FID/KID) and ``train/`` (an aligned manifest: MFGAN's style references)."""
     import pandas as pd
 
     from mfrbench.align import AlignConfig, align_dataset
@@ -204,15 +205,20 @@ def _real_masked(ctx: StageContext) -> dict:
     ds = create_dataset("masked-photos", ctx.stage.params["root"])
     aligned = ctx.out / "aligned"
     align_dataset(ds, aligned, cfg=AlignConfig(landmarker="none", ext=".png"), progress=False, resume=ctx.resume)
-    df = pd.read_csv(aligned / "manifest.csv", usecols=["key", "status", "out_path"], keep_default_na=False)
+    df = pd.read_csv(aligned / "manifest.csv", keep_default_na=False, dtype=str)
     df = df[df["status"] == "ok"]
     held = held_out_keys(df["key"].tolist(), ctx.stage.params["holdout"])
-    for name, part in (("holdout", df[held]), ("train", df[~held])):
-        (ctx.out / name).mkdir(exist_ok=True)
-        for key, rel in zip(part["key"], part["out_path"]):
-            dst = ctx.out / name / (hashlib.sha1(key.encode()).hexdigest()[:12] + ".png")
-            if not dst.exists():
-                shutil.copyfile(aligned / rel, dst)
+    (ctx.out / "holdout").mkdir(exist_ok=True)
+    for key, rel in zip(df["key"][held], df["out_path"][held]):
+        dst = ctx.out / "holdout" / (hashlib.sha1(key.encode()).hexdigest()[:12] + ".png")
+        if not dst.exists():
+            shutil.copyfile(aligned / rel, dst)
+    train = ctx.out / "train"
+    for rel in df["out_path"][~held]:
+        (train / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aligned / rel, train / rel)
+    df[~held].to_csv(train / "manifest.csv", index=False)
+    shutil.copyfile(aligned / "manifest.json", train / "manifest.json")
     return {"aligned": int(len(df)), "holdout": int(held.sum()), "train": int((~held).sum())}
 
 
@@ -264,8 +270,9 @@ def _gan(ctx: StageContext) -> dict:
         train = {"readout_seg": seg, "readout_det": det}
     run = ctx.out / "run"
     resume = (run / "checkpoints" / "last.pt").is_file()
+    train["holdout_masks"] = p["holdout"]  # the study's held-out photos are never trained on, in any profile
     s = train_gan(None if resume else p["method"], None if resume else str(ctx.deps["faces"] / "aligned"),
-                  None if resume else str(ctx.deps["real-masked"] / "train"), run,
+                  None if resume else str(ctx.deps["real-masked"] / "aligned"), run,
                   profile=None if resume else p["profile"], model_overrides=None if resume else model,
                   train_overrides=None if resume else train, resume=resume, threads=p["threads"], progress=False)
     q = {}
@@ -394,7 +401,8 @@ def build_study(opts: StudyOptions, out: str | Path) -> list[Stage]:
             stages.append(Stage(module, _aux, {"module": module, "profile": sp.aux_profile, "threads": thr},
                                 roles={"aux-data": "aux-data", "faces": "faces"}, kind="aux"))
     for m in learned:
-        stages.append(Stage(f"gan-{m}", _gan, {"method": m, "profile": sp.gan_profile, "threads": thr},
+        stages.append(Stage(f"gan-{m}", _gan, {"method": m, "profile": sp.gan_profile, "threads": thr,
+                                               "holdout": HOLDOUT},
                             roles={"faces": "faces", "real-masked": "real-masked", "seg": "seg", "det": "det"},
                             kind="gan"))
     n_faces = sp.faces_limit or 6274
