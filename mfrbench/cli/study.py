@@ -218,7 +218,9 @@ def _real_masked(ctx: StageContext) -> dict:
         (train / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(aligned / rel, train / rel)
     df[~held].to_csv(train / "manifest.csv", index=False)
-    shutil.copyfile(aligned / "manifest.json", train / "manifest.json")
+    meta = json.loads((aligned / "manifest.json").read_text())  # counts of the subset: the row-count check holds
+    meta.update(ok=int((~held).sum()), skipped=0, inputs=int((~held).sum()), skip_reasons={})
+    (train / "manifest.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return {"aligned": int(len(df)), "holdout": int(held.sum()), "train": int((~held).sum())}
 
 
