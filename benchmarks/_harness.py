@@ -41,10 +41,7 @@ def run_child(script: str, mode: str, n: int) -> dict:
 
 
 def eval_protocol_kwargs(benchmark: str) -> dict:
-    """What ``mfrbench eval`` passes for ``benchmark`` by default: lfw-masked masks one side with mtf,
-    the factory coming from the generators registry (the core names no generator)."""
-    if benchmark != "lfw-masked":
-        return {}
-    from mfrbench.generators.base import generator_factory
+    """What ``mfrbench eval`` passes for ``benchmark`` by default (lfw-masked: mtf on one side)."""
+    from mfrbench.cli.evaluate import protocol_kwargs
 
-    return {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory}
+    return protocol_kwargs(benchmark)

@@ -88,21 +88,17 @@ def eval_cmd(run_dir, onnx_file, model_name, benchmark, root, results_dir, cache
     given = [x for x in (run_dir, onnx_file, model_name) if x is not None]
     if len(given) != 1:
         raise MfrbenchError("give exactly one of --run RUN_DIR, --onnx FILE or --model NAME")
-    proto_kw: dict = {}
+    kv: dict = {}
     if generator or generator_args:
         if benchmark != "lfw-masked":
             raise MfrbenchError("--generator/--generator-arg apply to --benchmark lfw-masked only")
-        kv = {}
         for a in generator_args:
             if "=" not in a:
                 raise MfrbenchError(f"Expected --generator-arg KEY=VALUE, but got {a!r}")
             k, v = a.split("=", 1)
             kv[k.strip()] = v.strip()
-        proto_kw = {"generator": generator or "mtf", "generator_kwargs": kv or None}
-    if benchmark == "lfw-masked":  # the protocol masks with a registered generator, built here (the core names none)
-        from mfrbench.generators.base import generator_factory
-
-        proto_kw["masker"] = generator_factory
+    proto_kw = protocol_kwargs(benchmark, generator or ("mtf" if generator_args else None),
+                               kv if generator_args else None)
     cfg = EvalConfig(benchmark=benchmark, root=root, seed=seed, flip=flip, gallery_rule=gallery_rule,
                      n_boot=n_boot, fallback=fallback, allow_missing=allow_missing, protocol_kwargs=proto_kw)
     row = evaluate(given[0], cfg, results_dir=results_dir, cache_dir=cache_dir, workers=workers, shard=shard)
@@ -217,7 +213,7 @@ def quality_cmd(generated, seg_run, real, model_name, results_dir, limit, real_l
     """
     from mfrbench.quality import run_quality
 
-    nonmask_fn = _seg_keep_fn(seg_run) if seg_run is not None else None
+    nonmask_fn = seg_keep_fn(seg_run) if seg_run is not None else None
     row = run_quality(generated, real=real, model_spec=model_name, results_dir=results_dir, limit=limit,
                       real_limit=real_limit, seed=seed, nonmask_fn=nonmask_fn,
                       nonmask_source=f"seg:{seg_run.resolve()}" if seg_run is not None else None)
@@ -230,7 +226,20 @@ def quality_cmd(generated, seg_run, real, model_name, results_dir, limit, real_l
     click.echo(f"notes: {row['notes']}")
 
 
-def _seg_keep_fn(seg_run: Path):
+def protocol_kwargs(benchmark: str, generator: str | None = None, generator_kwargs: dict | None = None) -> dict:
+    """What a benchmark's protocol needs from the plugins: lfw-masked masks one side with a registered
+    generator (default mtf), whose factory is handed in here because the core names no generator."""
+    kw: dict = {}
+    if generator or generator_kwargs:
+        kw = {"generator": generator or "mtf", "generator_kwargs": generator_kwargs or None}
+    if benchmark == "lfw-masked":
+        from mfrbench.generators.base import generator_factory
+
+        kw["masker"] = generator_factory
+    return kw
+
+
+def seg_keep_fn(seg_run: Path):
     """Non-mask keep maps from a Seg run: uint8 (B, H, W, 3) outputs -> bool (B, H, W), True off the mask."""
     from mfrbench.generators.seg import load_seg
 

@@ -44,6 +44,7 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
                    seed: int = 0, echo: Callable[[str], None] = print) -> Path:
     """Run the pipeline into ``out``; return the path of ``REPORT.md``."""
     from mfrbench.align import align_dataset
+    from mfrbench.cli.evaluate import protocol_kwargs
     from mfrbench.datasets import create_dataset
     from mfrbench.evaluate import EvalConfig, evaluate
     from mfrbench.generate import generate_dataset, save_sample_grid
@@ -104,8 +105,7 @@ def run_quickstart(out: str | Path, *, limit: int | None = None, workers: int = 
                "|---|---|---|---|---|---|"]
     for bench in ("lfw", "lfw-masked", "rmfrd"):
         try:
-            proto_kw = {"masker": generator_factory} if bench == "lfw-masked" else {}
-            row = evaluate(str(run_dir), EvalConfig(benchmark=bench, seed=seed, protocol_kwargs=proto_kw),
+            row = evaluate(str(run_dir), EvalConfig(benchmark=bench, seed=seed, protocol_kwargs=protocol_kwargs(bench)),
                            results_dir=results, cache_dir=out / "cache", workers=workers)
         except (DataNotFoundError, MfrbenchError) as err:
             echo(f"[{bench}] skipped: {err}")

@@ -149,13 +149,6 @@ def _missing(name: str, root: str | None):
     return check
 
 
-def held_out(key: str, share: float = HOLDOUT) -> bool:
-    """The GAN data's hold-out rule (:meth:`DomainData.split`): a hash of the key, stable under order and limit."""
-    from mfrbench.generators.gan.data import held_out_keys
-
-    return bool(held_out_keys([key], share)[0])
-
-
 # --------------------------------------------------------------------------- stage functions
 def _faces(ctx: StageContext) -> dict:
     """celeba-rec's crops -> an aligned manifest (the crops are already in the ArcFace frame: the template's
@@ -305,14 +298,12 @@ def _train_fr(ctx: StageContext) -> dict:
 
 
 def _eval(ctx: StageContext) -> dict:
+    from mfrbench.cli.evaluate import protocol_kwargs
     from mfrbench.evaluate import EvalConfig, evaluate
-    from mfrbench.generators.base import generator_factory
 
     p = ctx.stage.params
-    kw = {"generator": "mtf", "generator_kwargs": None, "masker": generator_factory} \
-        if p["benchmark"] == "lfw-masked" else {}
     cfg = EvalConfig(benchmark=p["benchmark"], root=p["root"], seed=p["seed"], n_boot=p["n_boot"],
-                     protocol_kwargs=kw)
+                     protocol_kwargs=protocol_kwargs(p["benchmark"]))
     try:
         row = evaluate(str(ctx.deps["run"] / "run"), cfg, results_dir=ctx.out / "results",
                        cache_dir=ctx.out.parent.parent / "cache", workers=p["workers"], progress=False)
@@ -329,10 +320,9 @@ def _quality(ctx: StageContext) -> dict:
     n = min(p["n"], len(list(real.iterdir())))
     nonmask_fn = None
     if "seg" in ctx.deps:
-        from mfrbench.generators.seg import load_seg
+        from mfrbench.cli.evaluate import seg_keep_fn
 
-        seg = load_seg(ctx.deps["seg"] / "run")
-        nonmask_fn = lambda images: seg.predict_uint8(images) == 0  # noqa: E731
+        nonmask_fn = seg_keep_fn(ctx.deps["seg"] / "run")
     q = run_quality(ctx.deps["mask"] / "masked", real=real, results_dir=ctx.out / "results", limit=n, real_limit=n,
                     kid_subset=min(1000, n), seed=p["seed"], progress=False, nonmask_fn=nonmask_fn,
                     nonmask_source=f"seg:{ctx.deps['seg'] / 'run'}" if "seg" in ctx.deps else None)
