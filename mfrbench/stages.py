@@ -17,6 +17,9 @@ Snakemake do, reduced to what the study needs:
 * a stage whose data is missing (``Stage.requires`` returns a reason) is ``skipped`` with that
   reason at plan time, and so is everything that needs it; ``soft_deps`` (a report) run with what
   exists and list the rest;
+* two ``reproduce`` processes may share one study folder (one runs ``--only 'fr-*'`` on the core
+  the other leaves idle): a stage is run under an exclusive lock on ``<folder>/.lock``, and a stage
+  another process finished while this one waited is taken as done, not run again;
 * estimates are seconds per unit of work, measured on this machine by earlier stages of the same
   kind (``$MFRBENCH_CACHE/stage-rates.json``), else the study's defaults.
 
@@ -27,6 +30,7 @@ is built in the CLI layer (:mod:`mfrbench.cli.study`) and handed to :class:`Grap
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -337,6 +341,8 @@ class Graph:
                     failures.append(it.name)
                     echo(f"[{n}/{len(work)}] {it.name} FAILED: {err}\n    log: {self.log_path(it.name)}\n"
                          f"    rerun it alone: {hint}")
+                elif result == "cached":
+                    echo(f"[{n}/{len(work)}] {it.name}: done by another run")
                 else:
                     secs = read_state(it.folder).get("seconds", 0.0)
                     extra = f" ({reasons.get(it.name) or read_state(it.folder).get('reason', '')})" \
@@ -348,13 +354,35 @@ class Graph:
             raise MfrbenchError(f"{len(failures)} stage(s) failed: {', '.join(failures)} (logs in {self.out / 'logs'})")
         return status
 
+    def ledger(self, only: Iterable[str] | None = None) -> list[dict]:
+        """One row per planned stage with what its ``stage.json`` says (status, wall seconds, attempt, times):
+        the study's per-stage record, written next to its report. ``seconds`` is the last attempt's."""
+        rows = []
+        for it in self.plan(only):
+            st = read_state(it.folder) if it.status not in ("skipped", "blocked") else {}
+            status = st.get("status", it.status)
+            rows.append({"stage": it.name, "kind": self.stages[it.name].kind, "status": status,
+                         "seconds": st.get("seconds"), "attempt": st.get("attempt"), "started": st.get("started"),
+                         "finished": st.get("finished"), "folder": os.path.relpath(it.folder, self.out),
+                         "reason": it.reason or st.get("reason") or st.get("error") or ""})
+        return rows
+
     def log_path(self, name: str) -> Path:
         return self.out / "logs" / f"{name}.log"
 
     def _run_one(self, it: PlanItem, status: dict[str, str]) -> tuple[str, str]:
-        s = self.stages[it.name]
+        """Run one stage under its folder's lock (see the module docstring)."""
         it.folder.mkdir(parents=True, exist_ok=True)
-        prev = read_state(it.folder)
+        with open(it.folder / ".lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # waits while another process runs this stage
+            prev = read_state(it.folder)
+            if prev.get("status") in ("done", "skipped") and prev.get("key") == it.key \
+                    and not self.stages[it.name].soft_deps:
+                return ("cached" if prev["status"] == "done" else "skipped"), prev.get("reason", "")
+            return self._run_locked(it, status, prev)
+
+    def _run_locked(self, it: PlanItem, status: dict[str, str], prev: dict) -> tuple[str, str]:
+        s = self.stages[it.name]
         state = {"name": s.name, "key": it.key, "params": s.params, "status": "running",
                  "deps": {d: str(self.folder(d)) for d in (*s.deps, *s.soft_deps)},
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": int(prev.get("attempt", 0)) + 1}

@@ -196,3 +196,21 @@ def test_a_killed_run_resumes_the_stage_it_was_in(tmp_path):
     state = read_state(slow)
     assert state["status"] == "done" and state["attempt"] == 2
     assert state["summary"] == {"n": 30, "resumed": True, "starts": 2}
+
+
+def test_two_runs_on_one_study_never_run_a_stage_twice(tmp_path):
+    """A second ``reproduce`` on the same folder (to use an idle core) waits for a stage the first is in and
+    takes it as done: the slow stage counts to 30 once, in one start, and both processes succeed."""
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "study"
+    env = {**os.environ, "MFRBENCH_CACHE": str(tmp_path / "cache")}
+    a = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("stages/slow-*/count.json")):
+        time.sleep(0.05)
+    b = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert a.wait(timeout=60) == 0 and b.returncode == 0, b.stderr
+    assert "slow: done by another run" in b.stdout
+    state = read_state(next(out.glob("stages/slow-*")))
+    assert state["attempt"] == 1 and state["summary"] == {"n": 30, "resumed": False, "starts": 1}

@@ -54,12 +54,13 @@ class TrainConfig:
     readout: bool = True            # write RUN/quality.json + quality_grid.png at the end (needs a Seg)
     readout_seg: str | None = None  # the common Seg of the read-out (None: the run's own seg_checkpoint)
     readout_det: str | None = None  # Det for the read-out's wearing share (None: the run's det_checkpoint)
+    readout_kid: int = 200          # crops per side of the read-out's KID/FID (Inception on a CPU: ~0.1 s each)
 
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Seconds on 2 cores, on real data: proves the whole path (data, steps, samples, checkpoint).
     "smoke": {"train": dict(size=64, steps=4, batch_size=2, sample_every=4, ckpt_every=2, log_every=1,
-                            max_faces=16, max_masks=16, n_sample=4),
+                            max_faces=16, max_masks=16, n_sample=4, readout_kid=8),
               "model": dict(ngf=8, ndf=8, n_blocks=2, pool_size=4)},
     # An honest small run on a 2-core CPU: 64 px, narrow nets (ngf 24), 1.5K steps of batch 2, no identity
     # term (it costs two more generator passes per step); compositing generators (issue 14: A * C + (1 - A) * x,
@@ -79,7 +80,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 #: Options that steer a run without changing what it learns: they may change on ``--resume`` and are left
 #: out of the config hash (threads and the device are arguments, not config: always the current call's).
 GAN_RUN_CONTROL = ("train.log_every", "train.sample_every", "train.ckpt_every", "train.n_sample", "train.amp",
-                   "train.readout", "train.readout_seg", "train.readout_det")
+                   "train.readout", "train.readout_seg", "train.readout_det", "train.readout_kid")
 #: The run's length: may grow on ``--resume`` (MFGAN refuses a change that moves a stage it has passed).
 GAN_EXTENDABLE = ("train.steps", "model.stage_steps")
 

@@ -103,7 +103,7 @@ def readout(model, faces, masks, held_out, run: RunDir, train_cfg, dev) -> str |
         logging.getLogger(__name__).warning("read-out skipped, quality.json not written: %s", err)
         return None
     run_readout(model, faces, masks, held_out, run.path, seg=seg, det=det, seg_run=str(seg_run), det_run=det_run,
-                seed=train_cfg.seed)
+                n_kid=train_cfg.readout_kid, seed=train_cfg.seed)
     return str(run.path / "quality.json")
 
 

@@ -15,7 +15,8 @@ def _names(value: str | None) -> tuple[str, ...] | None:
 
 
 def publish_report(graph, out: Path) -> Path | None:
-    """Copy the report stage's folder to ``OUT/report`` (a stable path; the stage folder stays as it is)."""
+    """Copy the report stage's folder to ``OUT/report`` (a stable path; the stage folder stays as it is);
+    the CLI adds the study's record (``stages.csv``, ``study.json``) beside it."""
     folder = graph.folder("report")
     if not (folder / "stage.json").is_file():
         return None
@@ -64,7 +65,7 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
       mfrbench reproduce --profile cpu --out study-cpu --dry-run
       mfrbench reproduce --profile cpu --out study-cpu --only 'gan-*'
     """
-    from mfrbench.cli.study import StudyOptions, build_study
+    from mfrbench.cli.study import StudyOptions, build_study, write_study_record
     from mfrbench.stages import Graph
 
     opts = StudyOptions(profile=profile, generators=_names(generators) or StudyOptions.generators,
@@ -86,4 +87,5 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
     finally:  # a partial study still shows what it has (the report lists the missing cells)
         rep = publish_report(graph, outp)
         if rep is not None:
+            write_study_record(graph, opts, cmd, rep)
             click.echo(f"report: {rep} (tables/<benchmark>/, html/report.html)")

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,6 +356,56 @@ def _report(ctx: StageContext) -> dict:
                              with_paper=p["with_paper"])
     out["html"] = str(Path(html).relative_to(ctx.out))
     return out
+
+
+# --------------------------------------------------------------------------- the study's record
+def code_commit() -> dict:
+    """The git commit of the code that ran (and whether its tree had changes), or ``None`` outside a checkout."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def write_study_record(graph, opts: StudyOptions, command: str, dest: Path) -> None:
+    """``DEST/stages.csv`` (every stage: status, wall seconds, attempt, times) and ``DEST/study.json`` (the
+    command, code commit, resolved profile, seed, data, software and machine): what a table cell came from."""
+    import csv
+    import dataclasses
+    import io
+    import platform
+
+    from mfrbench.imageio import atomic_write_bytes
+
+    rows = graph.ledger()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["stage"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(dest / "stages.csv", buf.getvalue().encode())
+    versions = {}
+    for mod in ("torch", "numpy", "scipy", "sklearn"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    done = [r for r in rows if r["status"] == "done"]
+    record = {"command": command, **code_commit(), "profile": dataclasses.asdict(opts.study_profile()),
+              "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "sets"}, "sets": list(opts.sets),
+              "seed": opts.seed, "data_root": str(_data("celeba-rec", opts.root).parent),
+              "python": platform.python_version(), "versions": versions,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
+              "stages": {k: sum(1 for r in rows if r["status"] == k) for k in sorted({r["status"] for r in rows})},
+              "seconds_done": round(sum(float(r["seconds"] or 0) for r in done), 1),
+              "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_bytes(dest / "study.json", (json.dumps(record, indent=2, default=str) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- the graph
