@@ -194,8 +194,10 @@ class Graph:
     """Stages in dependency order, their keys, plan and run (see the module docstring)."""
 
     def __init__(self, stages: Iterable[Stage], out: str | os.PathLike, *,
-                 default_rates: dict[str, float] | None = None, rerun_hint: Callable[[str], str] | None = None) -> None:
+                 default_rates: dict[str, float] | None = None, rerun_hint: Callable[[str], str] | None = None,
+                 where: str = "of work on this machine") -> None:
         self.stages = {s.name: s for s in stages}
+        self.where = where  # what the estimates mean (a GPU profile's are GPU-hours)
         self.out = Path(out)
         self.default_rates = dict(default_rates or {})
         self.rerun_hint = rerun_hint or (lambda name: f"--only {name}")
@@ -300,7 +302,7 @@ class Graph:
         counts = {k: sum(1 for it in plan if it.status == k) for k in kinds}
         total = sum(it.estimate_s for it in plan)
         lines.append(f"{len(plan)} stages: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-                     + f"; estimated {fmt_seconds(total)} of work on this machine")
+                     + f"; estimated {fmt_seconds(total)} {self.where}")
         return "\n".join(lines)
 
     # ----------------------------------------------------------------------- running

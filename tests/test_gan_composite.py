@@ -254,3 +254,19 @@ def test_judge_on_real_reads_real_masked_and_unmasked_photos():
     assert res["n_masked"] == 3 and res["n_faces"] == 2
     assert res["seg_correct_masked"] == 1.0 and 0 < res["seg_area_faces"] < 0.1
     assert "det_wearing_masked" not in res
+
+
+def test_readout_without_kid_still_reads_the_judges_on_held_out_photos(tmp_path):
+    """``train.readout_kid=0`` (the smoke profile) leaves realism out, never the judges' view of real photos."""
+    from mfrbench.generators.gan.readout import run_readout
+
+    t, m = resolve_config("cyclegan", "smoke", model={"output": "composite"})
+    model = build_gan(t, m)
+    rng = np.random.default_rng(0)
+    crops = lambda ix: rng.integers(0, 256, (len(ix), 112, 112, 3), dtype=np.uint8)  # noqa: E731
+    faces = DomainData("faces", torch.zeros(6, 3, 64, 64, dtype=torch.uint8), [f"f{i}" for i in range(6)], "x", crops)
+    masks = DomainData("masks", torch.zeros(5, 3, 64, 64, dtype=torch.uint8), [f"m{i}" for i in range(5)], "x", crops)
+    held = DomainData("held", torch.zeros(3, 3, 64, 64, dtype=torch.uint8), ["h0", "h1", "h2"], "x", crops)
+    res = run_readout(model, faces, masks, held, tmp_path, seg=_BoxSeg(), n_faces=4, n_refs=3, n_kid=0)
+    assert "realism" not in res
+    assert res["judge_on_real"]["n_masked"] == 3 and res["judge_on_real"]["seg_correct_masked"] == 1.0

@@ -54,13 +54,14 @@ class TrainConfig:
     readout: bool = True            # write RUN/quality.json + quality_grid.png at the end (needs a Seg)
     readout_seg: str | None = None  # the common Seg of the read-out (None: the run's own seg_checkpoint)
     readout_det: str | None = None  # Det for the read-out's wearing share (None: the run's det_checkpoint)
-    readout_kid: int = 200          # crops per side of the read-out's KID/FID (Inception on a CPU: ~0.1 s each)
+    readout_kid: int = 200          # crops per side of the read-out's KID/FID (0: none; Inception's load and
+    #                                 first passes cost ~15 CPU-s, more than a smoke run's training)
 
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Seconds on 2 cores, on real data: proves the whole path (data, steps, samples, checkpoint).
     "smoke": {"train": dict(size=64, steps=4, batch_size=2, sample_every=4, ckpt_every=2, log_every=1,
-                            max_faces=16, max_masks=16, n_sample=4, readout_kid=8),
+                            max_faces=16, max_masks=16, n_sample=4, readout_kid=0),
               "model": dict(ngf=8, ndf=8, n_blocks=2, pool_size=4)},
     # An honest small run on a 2-core CPU: 64 px, narrow nets (ngf 24), 1.5K steps of batch 2, no identity
     # term (it costs two more generator passes per step); compositing generators (issue 14: A * C + (1 - A) * x,

@@ -301,17 +301,19 @@ def run_readout(model: Any, faces: DomainData, masks: DomainData, held: DomainDa
     if styled:
         res["style"] = style_scores(reference_colours(refs, seg), outs, maps)
     if held is not None and len(held) >= 2:
-        n = min(n_kid, len(held))
-        kid_idx = rng.choice(len(faces), size=n, replace=False)
+        n = min(n_kid if n_kid > 0 else 16, len(held), len(faces))  # n_kid 0: no realism (a smoke run's KID
+        kid_idx = rng.choice(len(faces), size=n, replace=False)       # of 3 photos says nothing), judges still read
         kf = faces.crops(kid_idx)
-        kref = bank[rng.integers(len(bank), size=n)] if styled else None
-        gen = generate(model, kf, kref, seg=seg)[0]
-        mtf, skipped = mtf_on_crops(kf, seed)
         real = held.crops(range(len(held)))
-        res["realism"] = {**realism(gen, mtf, real, seed), "mtf_skipped": skipped, "n_held_out": len(held)}
+        mtf = kf[:0]
+        if n_kid > 0:
+            kref = bank[rng.integers(len(bank), size=n)] if styled else None
+            gen = generate(model, kf, kref, seg=seg)[0]
+            mtf, skipped = mtf_on_crops(kf, seed)
+            res["realism"] = {**realism(gen, mtf, real, seed), "mtf_skipped": skipped, "n_held_out": len(held)}
         res["judge_on_real"] = judge_on_real(seg, det, real, kf)
-        cov_mtf = seg_coverage(seg.predict_uint8(mtf).astype(bool)) if len(mtf) else None
-        if cov_mtf is not None:
+        if len(mtf):
+            cov_mtf = seg_coverage(seg.predict_uint8(mtf).astype(bool))
             res["judge_on_real"]["seg_correct_mtf"] = float(cov_mtf["correct"].mean())
     res["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(run_dir / "quality.json", json.dumps(_finite(res), indent=2) + "\n")

@@ -78,7 +78,7 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
         f" --set {v}" for v in sets)
     sp = opts.study_profile()
     graph = Graph(build_study(opts, outp), outp, default_rates={f"{sp.name}:{k}": v for k, v in sp.rates.items()},
-                  rerun_hint=lambda name: f"{cmd} --only {name}")
+                  rerun_hint=lambda name: f"{cmd} --only {name}", where=sp.where)
     if dry_run:
         click.echo(graph.describe(graph.plan(only)))
         return

@@ -62,6 +62,8 @@ class StudyProfile:
     #: default seconds per unit of work, measured on the shared 2-core machine (replaced by this machine's
     #: own rates as stages finish: $MFRBENCH_CACHE/stage-rates.json)
     rates: dict = field(default_factory=dict)
+    #: what the plan's estimates mean: CPU wall time here, or GPU-hours (assumed until a GPU run measures its own)
+    where: str = "of work on this machine"
 
 
 PROFILES = {
@@ -81,7 +83,9 @@ PROFILES = {
         "paper", faces_limit=None, aux_limit=None, gan_profile="paper", aux_profile="cpu", fr_profile=None,
         finetune=False, ft={}, quality_n=1000, n_boot=1000,
         rates={"faces": 0.01, "mtf": 0.01, "aux": 600, "gan": 450_000 * 0.05, "generate": 0.005, "quality": 0.05,
-               "fr": 3 * 3600, "eval": 60, "report": 20, "real-masked": 0.1}),
+               "fr": 3 * 3600, "eval": 60, "report": 20, "real-masked": 0.1},
+        where="GPU-hours on one GPU (assumed rates: 0.05 s per 256-px GAN step, 3 h per recognizer; replaced by "
+              "your GPU's own as stages finish)"),
 }
 
 
