@@ -30,6 +30,23 @@ def publish_report(graph, out: Path) -> Path | None:
     return dest
 
 
+def publish_to(report: Path, dest: Path) -> Path:
+    """Copy ``OUT/report`` into ``dest`` (a committed results folder): what the report wrote replaces the old
+    copy; files of the user's own there (its README.md) stay."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in report.iterdir():
+        if item.name in (".lock", "stage.json"):
+            continue
+        target = dest / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if item.is_dir():
+            shutil.copytree(item, target)
+        else:
+            shutil.copy2(item, target)
+    return dest
+
+
 @cli.command("reproduce")
 @click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default="smoke", show_default=True,
               help="smoke: seconds per stage (CI); cpu: ~2.5 h on 2 cores; paper: the paper's schedule (GPU).")
@@ -50,8 +67,10 @@ def publish_report(graph, out: Path) -> Path | None:
 @click.option("--with-paper/--no-paper", default=True, show_default=True, help="The paper's values beside ours.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data root [default: $MFRBENCH_DATA or ../shared/data].")
+@click.option("--publish", type=click.Path(file_okay=False), default=None,
+              help="Also copy the report to this folder (e.g. results/cpu), keeping its README.md.")
 def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, sets, only, dry_run, seed, workers,
-                  threads, with_paper, root) -> None:
+                  threads, with_paper, root, publish) -> None:
     """Run the MFGAN study end to end: align -> Seg, Det -> GANs -> Masked-CelebA from each generator ->
     recognizers for every Table II cell and Table III row (+ an unmasked-data row) -> evaluations ->
     quality -> tables and an HTML report in OUT/report/.
@@ -88,4 +107,6 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
         rep = publish_report(graph, outp)
         if rep is not None:
             write_study_record(graph, opts, cmd, rep)
+            if publish:
+                click.echo(f"published: {publish_to(rep, Path(publish))}")
             click.echo(f"report: {rep} (tables/<benchmark>/, html/report.html)")

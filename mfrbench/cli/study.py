@@ -70,7 +70,7 @@ PROFILES = {
     "smoke": StudyProfile(
         "smoke", faces_limit=120, aux_limit=120, gan_profile="smoke", aux_profile="smoke", fr_profile="smoke",
         finetune=True, ft={"epochs": 1, "max_steps": 3, "batch_size": 16, "lr": 0.01, "workers": 0},
-        quality_n=16, n_boot=50, losses=("arcface",), benchmarks=("rmfrd",),
+        quality_n=8, n_boot=50, losses=("arcface",), benchmarks=("rmfrd",),
         rates={"faces": 0.01, "mtf": 0.01, "aux": 10, "gan": 20, "generate": 0.02, "quality": 0.3, "fr": 15, "ft": 5,
                "eval": 20, "report": 5, "real-masked": 0.1}),
     "cpu": StudyProfile(
@@ -378,8 +378,30 @@ def code_commit() -> dict:
     return {"commit": head, "dirty": bool(dirty)}
 
 
+def stages_markdown(rows: list[dict]) -> str:
+    """Wall time per kind of stage (count, total, median), then every stage: the README's time table."""
+    from mfrbench.stages import fmt_seconds
+
+    kinds: dict[str, list[float]] = {}
+    for r in rows:
+        if r["status"] == "done":
+            kinds.setdefault(r["kind"], []).append(float(r["seconds"] or 0))
+    out = ["| kind | stages | total | median |", "|---|---:|---:|---:|"]
+    for k, v in sorted(kinds.items(), key=lambda kv: -sum(kv[1])):
+        v = sorted(v)
+        out.append(f"| {k} | {len(v)} | {fmt_seconds(sum(v))} | {fmt_seconds(v[len(v) // 2])} |")
+    total = sum(sum(v) for v in kinds.values())
+    out += [f"| **all** | {sum(len(v) for v in kinds.values())} | **{fmt_seconds(total)}** | |", "",
+            "| stage | status | wall | attempt | note |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        wall = fmt_seconds(float(r["seconds"])) if r["seconds"] is not None else "-"
+        out.append(f"| {r['stage']} | {r['status']} | {wall} | {r['attempt'] or '-'} | {r['reason'][:80]} |")
+    return "\n".join(out) + "\n"
+
+
 def write_study_record(graph, opts: StudyOptions, command: str, dest: Path) -> None:
-    """``DEST/stages.csv`` (every stage: status, wall seconds, attempt, times) and ``DEST/study.json`` (the
+    """``DEST/stages.csv`` (every stage: status, wall seconds, attempt, times; ``stages.md`` as tables) and
+    ``DEST/study.json`` (the
     command, code commit, resolved profile, seed, data, software and machine): what a table cell came from."""
     import csv
     import dataclasses
@@ -394,6 +416,7 @@ def write_study_record(graph, opts: StudyOptions, command: str, dest: Path) -> N
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(dest / "stages.csv", buf.getvalue().encode())
+    atomic_write_bytes(dest / "stages.md", stages_markdown(rows).encode())
     versions = {}
     for mod in ("torch", "numpy", "scipy", "sklearn"):
         try:
