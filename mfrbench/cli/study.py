@@ -297,7 +297,9 @@ def _train_fr(ctx: StageContext) -> dict:
             **p["options"]}
     if "base" in ctx.deps:
         opts["init"] = str(ctx.deps["base"] / "run")
-    cfg = resolve_config(options=opts, profile=p["profile"]).config
+    budget = opts.pop("time_budget_s", "keep")  # None here means "no budget", not "the profile's"
+    sets = ["time_budget_s=null"] if budget is None else []
+    cfg = resolve_config(options=opts, sets=sets, profile=p["profile"]).config
     resume = (ctx.out / "run" / "checkpoints" / "last.pt").is_file()
     s = train(cfg, resume=resume, augment_factory=parse_mask_aug)
     return {k: v for k, v in s.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
@@ -504,20 +506,24 @@ def _recognizer_stages(opts: StudyOptions, sp: StudyProfile, gens, ablations, lo
     """fr-base, one run per Table II cell (generator x loss), Table III row (ablation x arcface) and
     unmasked-data row (none x loss), and an eval stage per run and benchmark."""
     stages = []
-    base_opts = {"workers": 1} if sp.name != "smoke" else {"workers": 0}
+    # no wall-time budget (the cpu recipe's 20 minutes): on a loaded machine it cut the base at 2 of 8 epochs,
+    # and a stage's result must not depend on how busy the machine was
+    base_opts = {"workers": 1 if sp.name != "smoke" else 0, "time_budget_s": None}
     if sp.finetune:
         stages.append(Stage("fr-base", _train_fr, {"data": "faces", "loss": "arcface", "seed": opts.seed,
                                                    "profile": sp.fr_profile, "options": base_opts},
                             roles={"data": "faces"}, kind="fr"))
-    cells = [(g, lo) for g in gens for lo in losses] + [(a, "arcface") for a in ablations] + \
-        [("none", lo) for lo in losses]
+    # loss-major, ArcFace first (Table III's loss): a study cut short still has whole columns of Table II
+    cells = []
+    for lo in sorted(losses, key=lambda x: x != "arcface"):
+        cells += [(g, lo) for g in gens] + [(a, lo) for a in ablations if lo == "arcface"] + [("none", lo)]
     for g, lo in cells:
         roles = {"data": "faces" if g == "none" else f"mask-{g}"}
         if sp.finetune:
             roles["base"] = "fr-base"
         name = f"fr-{g}-{lo}"
         stages.append(Stage(name, _train_fr, {"data": "faces" if g == "none" else g, "loss": lo, "seed": opts.seed,
-                                              "profile": sp.fr_profile, "options": dict(sp.ft)},
+                                              "profile": sp.fr_profile, "options": {"time_budget_s": None, **sp.ft}},
                             roles=roles, kind="ft" if sp.finetune else "fr"))
         for b in benches:
             stages.append(Stage(f"eval-{g}-{lo}-{b}", _eval,
