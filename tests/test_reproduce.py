@@ -81,6 +81,7 @@ def test_publish_copies_the_report_and_keeps_the_readme(study, tmp_path):
     assert (dest / "README.md").read_text() == "what was run\n" and not (dest / "tables" / "stale.csv").exists()
     assert (dest / "tables" / "rmfrd" / "table2.csv").is_file() and (dest / "html" / "report.html").is_file()
     assert (dest / "study.json").is_file() and not (dest / "stage.json").exists()
+    assert (dest / "results" / "evals.csv").is_file() and not (dest / "results" / "plots").exists()
 
 
 def test_second_run_does_nothing(study):

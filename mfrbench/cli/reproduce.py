@@ -32,7 +32,8 @@ def publish_report(graph, out: Path) -> Path | None:
 
 def publish_to(report: Path, dest: Path) -> Path:
     """Copy ``OUT/report`` into ``dest`` (a committed results folder): what the report wrote replaces the old
-    copy; files of the user's own there (its README.md) stay."""
+    copy; files of the user's own there (its README.md) stay. The store's own plots are left out: the HTML
+    report holds the same ROC/CMC curves, and they would double the folder (the study keeps them)."""
     dest.mkdir(parents=True, exist_ok=True)
     for item in report.iterdir():
         if item.name in (".lock", "stage.json"):
@@ -41,7 +42,7 @@ def publish_to(report: Path, dest: Path) -> Path:
         if target.is_dir():
             shutil.rmtree(target)
         if item.is_dir():
-            shutil.copytree(item, target)
+            shutil.copytree(item, target, ignore=lambda d, names: ["plots"] if Path(d).name == "results" else [])
         else:
             shutil.copy2(item, target)
     return dest
