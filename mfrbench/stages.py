@@ -6,9 +6,12 @@ must get exactly the work that is not done yet, and nothing else. This is what m
 Snakemake do, reduced to what the study needs:
 
 * a stage's **key** is the sha256 of its name, its parameters (JSON), the keys of the stages it
-  depends on, and a fingerprint of the external files it reads (relative path, size, mtime of
-  every file, as make and DVC's stat cache do; re-hashing gigabytes of images would make
-  ``--dry-run`` take minutes). A changed option changes the key of its stage and of everything
+  depends on, and a fingerprint of the external files it reads: the relative path and the
+  *content* digest of every file, as DVC does. A stat fingerprint (size, mtime) broke every key
+  when the same data was copied or re-provisioned with fresh mtimes (it happened to this
+  project's own study), so contents are hashed once and remembered by (path, size, mtime, inode)
+  in ``$MFRBENCH_CACHE/file-digests.sqlite`` (DVC's state database does the same), and
+  ``--dry-run`` stays fast. A changed option changes the key of its stage and of everything
   downstream, and only that;
 * a stage writes into ``OUT/stages/<name>-<key10>/``: folders are content-addressed, so switching an
   option back finds the old result, and no stage ever deletes another's output;
@@ -36,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -106,28 +110,83 @@ class PlanItem:
 _FP_CACHE: dict[str, str] = {}
 
 
+def digests_path() -> Path:
+    return Path(os.environ.get("MFRBENCH_CACHE", Path.home() / ".cache" / "mfrbench")) / "file-digests.sqlite"
+
+
+class _DigestCache:
+    """Content digests remembered by (path, size, mtime_ns, inode): a file is read again only when one changes.
+
+    SQLite, so two ``reproduce`` processes sharing a cache never corrupt it; a cache that cannot be
+    opened (read-only home) only costs re-hashing."""
+
+    def __init__(self):
+        import sqlite3
+
+        self.db = None
+        try:
+            path = digests_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), timeout=30)
+            self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+                            "mtime_ns INTEGER, ino INTEGER, digest TEXT)")
+        except (OSError, sqlite3.Error):
+            self.db = None
+        self.new: list[tuple] = []
+
+    def digest(self, path: str, st: os.stat_result) -> str:
+        if self.db is not None:
+            row = self.db.execute("SELECT size, mtime_ns, ino, digest FROM files WHERE path = ?", (path,)).fetchone()
+            if row and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ino):
+                return row[3]
+        with open(path, "rb") as f:
+            d = hashlib.file_digest(f, "blake2b").hexdigest()[:32]
+        self.new.append((path, st.st_size, st.st_mtime_ns, st.st_ino, d))
+        return d
+
+    def close(self) -> None:
+        if self.db is None:
+            return
+        import sqlite3
+
+        try:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self.new)
+        except sqlite3.Error:
+            pass
+        self.db.close()
+
+
 def fingerprint(path: str | os.PathLike) -> str:
-    """A stat fingerprint of a file or folder tree: sorted (relative path, size, mtime_ns) of every file."""
+    """A content fingerprint of a file or folder tree: sorted (relative path, content digest) of every file.
+
+    Copying the data (new mtimes, new inodes) keeps every key; changing one byte of one file
+    changes it. Unreadable files count as missing, so the stage that reads them reports why."""
     p = Path(path)
     ck = str(p.resolve()) if p.exists() else str(p)
     if ck in _FP_CACHE:
         return _FP_CACHE[ck]
     h = hashlib.sha256()
-    if not p.exists():
-        h.update(b"missing")
-    elif p.is_file():
-        st = p.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    else:
-        for dirpath, dirnames, filenames in os.walk(p, followlinks=False):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, p)
-            for f in sorted(filenames):
-                try:
-                    st = os.stat(os.path.join(dirpath, f))
-                except OSError:
-                    continue
-                h.update(f"{rel}/{f}\0{st.st_size}:{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    cache = _DigestCache()
+    try:
+        if not p.exists():
+            h.update(b"missing")
+        elif p.is_file():
+            h.update(cache.digest(ck, p.stat()).encode())
+        else:
+            for dirpath, dirnames, filenames in os.walk(p, followlinks=False):
+                dirnames.sort()
+                rel = os.path.relpath(dirpath, p)
+                for f in sorted(filenames):
+                    full = os.path.join(os.path.realpath(dirpath), f)
+                    try:
+                        st = os.stat(full)
+                        d = cache.digest(full, st) if stat.S_ISREG(st.st_mode) else "not-a-file"
+                    except OSError:
+                        d = "unreadable"
+                    h.update(f"{rel}/{f}\0{d}\n".encode("utf-8", "surrogateescape"))
+    finally:
+        cache.close()
     _FP_CACHE[ck] = h.hexdigest()[:16]
     return _FP_CACHE[ck]
 

@@ -94,6 +94,31 @@ def test_an_input_file_change_changes_the_key(tmp_path):
     assert fingerprint(tmp_path / "nowhere") != fingerprint(data)
 
 
+def test_copied_data_keeps_every_key_and_one_changed_byte_changes_it(tmp_path):
+    """Data copied or re-provisioned with fresh mtimes and inodes is the same data (a stat key lost a whole study)."""
+    import shutil
+
+    import mfrbench.stages as st
+
+    pristine = tmp_path / "pristine"
+    (pristine / "sub").mkdir(parents=True)
+    (pristine / "f.txt").write_text("one")
+    (pristine / "sub" / "g.bin").write_bytes(b"\x00" * 1000)
+    data = tmp_path / "data"
+    shutil.copytree(pristine, data, copy_function=shutil.copy)  # copy: contents only, fresh mtimes
+    k1 = _graph(tmp_path, [], data=data).keys["d"]
+    shutil.rmtree(data)
+    shutil.copytree(pristine, data, copy_function=shutil.copy)
+    os.utime(data / "f.txt", ns=(1, 1))
+    st._FP_CACHE.clear()
+    assert _graph(tmp_path, [], data=data).keys["d"] == k1
+    raw = bytearray((data / "sub" / "g.bin").read_bytes())
+    raw[500] = 1
+    (data / "sub" / "g.bin").write_bytes(bytes(raw))  # same size, same path: only the content differs
+    st._FP_CACHE.clear()
+    assert _graph(tmp_path, [], data=data).keys["d"] != k1
+
+
 def test_a_failed_stage_is_named_with_its_log_and_rerun_command_and_the_rest_goes_on(tmp_path):
     calls, lines = [], []
     g = _graph(tmp_path, calls, fail="b")
