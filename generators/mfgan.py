@@ -689,6 +689,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mfgan-no-inv": {"use_inv": False},
     "mfgan-no-cor": {"use_cor": False},
     "mfgan-no-sty": {"use_sty": False},
+    # issue 14's ablation of the compositing output: the same MFGAN drawing the whole face (the paper's G_M)
+    "mfgan-plain": {"output": "plain"},
 }
 
 
@@ -702,8 +704,8 @@ def _preset_config(name: str, overrides: dict[str, Any]) -> type:
 
 
 for _name, _over in PRESETS.items():
-    GAN_METHODS.register((lambda spec: (lambda: spec))(GANMethod(_name, MFGAN, _preset_config(_name, _over))),
-                         name=_name)
+    _spec = GANMethod(_name, MFGAN, _preset_config(_name, _over), preset=_over)
+    GAN_METHODS.register((lambda spec: (lambda: spec))(_spec), name=_name)
 
 
 def is_mfgan_method(name: str) -> bool:

@@ -21,8 +21,10 @@ Snakemake do, reduced to what the study needs:
   reason at plan time, and so is everything that needs it; ``soft_deps`` (a report) run with what
   exists and list the rest;
 * two ``reproduce`` processes may share one study folder (one runs ``--only 'fr-*'`` on the core
-  the other leaves idle): a stage is run under an exclusive lock on ``<folder>/.lock``, and a stage
-  another process finished while this one waited is taken as done, not run again;
+  the other leaves idle, or ``reproduce --jobs 2`` starts them): a stage is run under an exclusive
+  lock on ``<folder>/.lock``; a process passes over a stage another one holds and takes the next
+  whose needs are met (work stealing, as Snakemake's cluster mode shares a DAG through its lock
+  files), and a stage another process finished is taken as done, never run twice;
 * estimates are seconds per unit of work, measured on this machine by earlier stages of the same
   kind (``$MFRBENCH_CACHE/stage-rates.json``), else the study's defaults.
 
@@ -252,6 +254,8 @@ def fmt_seconds(s: float) -> str:
 class Graph:
     """Stages in dependency order, their keys, plan and run (see the module docstring)."""
 
+    poll_s = 2.0  #: how often a process whose runnable stages are all held elsewhere looks again
+
     def __init__(self, stages: Iterable[Stage], out: str | os.PathLike, *,
                  default_rates: dict[str, float] | None = None, rerun_hint: Callable[[str], str] | None = None,
                  where: str = "of work on this machine") -> None:
@@ -383,37 +387,82 @@ class Graph:
              f"{sum(1 for i in plan if i.status == 'cached')} cached; stage folders in {self.out / 'stages'}")
         view = _Progress(work, enabled=progress)
         echo = view.writer(echo)
-        failures = []
+        failures: list[str] = []
+        self._t_start = time.time()
         try:
-            for n, it in enumerate(work, 1):
-                s = self.stages[it.name]
-                blocker = next((d for d in s.deps if status.get(d) not in ("cached", "done")), None)
-                if blocker:
-                    status[it.name] = "blocked"
-                    reasons[it.name] = f"needs {blocker} ({status.get(blocker)})"
-                    echo(f"[{n}/{len(work)}] {it.name}: not run, {reasons[it.name]}")
-                    continue
-                view.start(n, it)
-                result, err = self._run_one(it, status)
-                view.finish(it)
-                status[it.name] = result
-                if result == "failed":
-                    hint = self.rerun_hint(it.name)
-                    failures.append(it.name)
-                    echo(f"[{n}/{len(work)}] {it.name} FAILED: {err}\n    log: {self.log_path(it.name)}\n"
-                         f"    rerun it alone: {hint}")
-                elif result == "cached":
-                    echo(f"[{n}/{len(work)}] {it.name}: done by another run")
-                else:
-                    secs = read_state(it.folder).get("seconds", 0.0)
-                    extra = f" ({reasons.get(it.name) or read_state(it.folder).get('reason', '')})" \
-                        if result == "skipped" else ""
-                    echo(f"[{n}/{len(work)}] {it.name}: {result} in {fmt_seconds(secs)}{extra}")
+            self._run_pending(work, status, reasons, view, echo, failures)
         finally:
             view.close()
         if failures:
             raise MfrbenchError(f"{len(failures)} stage(s) failed: {', '.join(failures)} (logs in {self.out / 'logs'})")
         return status
+
+    def _run_pending(self, work: list[PlanItem], status: dict, reasons: dict, view: "_Progress",
+                     echo: Callable[[str], None], failures: list[str]) -> None:
+        """Work-stealing over the plan: take the first stage in plan order whose needs are met and whose lock is
+        free. A stage another ``reproduce`` process is running is passed over, and its dependants wait;
+        so two or more processes on one study folder (``--jobs``) share the work, each stage run once."""
+        pending, n, total = list(work), 0, len(work)
+        while pending:
+            names = {p.name for p in pending}
+            for it in pending:
+                s = self.stages[it.name]
+                blocker = next((d for d in s.deps if status.get(d) in ("failed", "blocked", "skipped")), None)
+                if blocker:
+                    status[it.name] = "blocked"
+                    reasons[it.name] = f"needs {blocker} ({status.get(blocker)})"
+                    n += 1
+                    echo(f"[{n}/{total}] {it.name}: not run, {reasons[it.name]}")
+                    break
+                waiting = [d for d in (*s.deps, *s.soft_deps) if d in names]
+                if waiting:
+                    continue  # a need still to run here, or running in another process
+                result = self._try_one(it, status, n + 1, view)
+                if result is None:
+                    continue  # another process holds it
+                n += 1
+                self._say_result(it, result, n, total, status, reasons, echo, failures)
+                break
+            else:
+                time.sleep(self.poll_s)  # every runnable stage is held by another process: wait for one
+                continue
+            pending.remove(it)
+
+    def _try_one(self, it: PlanItem, status: dict, n: int, view: "_Progress") -> tuple[str, str] | None:
+        """Run ``it`` if no other process holds it: ``(status, error)``, or ``None`` when it is held."""
+        it.folder.mkdir(parents=True, exist_ok=True)
+        with open(it.folder / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            prev = read_state(it.folder)
+            if prev.get("key") == it.key and not self.stages[it.name].soft_deps:
+                if prev.get("status") in ("done", "skipped"):
+                    return ("cached" if prev["status"] == "done" else "skipped"), prev.get("reason", "")
+                if prev.get("status") == "failed" and float(prev.get("t_started", 0)) > self._t_start:
+                    return "failed-elsewhere", prev.get("error", "")  # failed in another process of this run
+            view.start(n, it)
+            try:
+                return self._run_locked(it, status, prev)
+            finally:
+                view.finish(it)
+
+    def _say_result(self, it: PlanItem, res: tuple[str, str], n: int, total: int, status: dict, reasons: dict,
+                    echo: Callable[[str], None], failures: list[str]) -> None:
+        result, err = res
+        status[it.name] = "failed" if result == "failed-elsewhere" else result
+        if result in ("failed", "failed-elsewhere"):
+            failures.append(it.name)
+            by = " (in another run)" if result == "failed-elsewhere" else ""
+            echo(f"[{n}/{total}] {it.name} FAILED{by}: {err}\n    log: {self.log_path(it.name)}\n"
+                 f"    rerun it alone: {self.rerun_hint(it.name)}")
+        elif result == "cached":
+            echo(f"[{n}/{total}] {it.name}: done by another run")
+        else:
+            st = read_state(it.folder)
+            extra = f" ({reasons.get(it.name) or st.get('reason', '')})" if result == "skipped" else ""
+            echo(f"[{n}/{total}] {it.name}: {result} in {fmt_seconds(st.get('seconds', 0.0))}{extra}")
 
     def ledger(self, only: Iterable[str] | None = None) -> list[dict]:
         """One row per planned stage with what its ``stage.json`` says (status, wall seconds, attempt, times):
@@ -431,22 +480,12 @@ class Graph:
     def log_path(self, name: str) -> Path:
         return self.out / "logs" / f"{name}.log"
 
-    def _run_one(self, it: PlanItem, status: dict[str, str]) -> tuple[str, str]:
-        """Run one stage under its folder's lock (see the module docstring)."""
-        it.folder.mkdir(parents=True, exist_ok=True)
-        with open(it.folder / ".lock", "a") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # waits while another process runs this stage
-            prev = read_state(it.folder)
-            if prev.get("status") in ("done", "skipped") and prev.get("key") == it.key \
-                    and not self.stages[it.name].soft_deps:
-                return ("cached" if prev["status"] == "done" else "skipped"), prev.get("reason", "")
-            return self._run_locked(it, status, prev)
-
     def _run_locked(self, it: PlanItem, status: dict[str, str], prev: dict) -> tuple[str, str]:
         s = self.stages[it.name]
         state = {"name": s.name, "key": it.key, "params": s.params, "status": "running",
                  "deps": {d: str(self.folder(d)) for d in (*s.deps, *s.soft_deps)},
-                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": int(prev.get("attempt", 0)) + 1}
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "t_started": time.time(),
+                 "attempt": int(prev.get("attempt", 0)) + 1}
         _write_state(it.folder, state)
         avail = [d for d in (*s.deps, *s.soft_deps) if status.get(d) in ("cached", "done")]
         state["soft_done"] = [d for d in s.soft_deps if d in avail]

@@ -270,3 +270,15 @@ def test_readout_without_kid_still_reads_the_judges_on_held_out_photos(tmp_path)
     res = run_readout(model, faces, masks, held, tmp_path, seg=_BoxSeg(), n_faces=4, n_refs=3, n_kid=0)
     assert "realism" not in res
     assert res["judge_on_real"]["n_masked"] == 3 and res["judge_on_real"]["seg_correct_masked"] == 1.0
+
+
+def test_a_preset_switch_wins_over_the_profile_and_loses_to_set():
+    """``mfgan-plain`` is the compositing ablation: the ``cpu`` profile's ``output=composite`` must not undo it."""
+    from mfrbench.generators.gan.config import resolve_configs
+
+    def output(method, sets=()):
+        return resolve_configs(method, "cpu", model_sets=sets)[1].config.output
+
+    assert output("mfgan") == "composite" and output("mfgan-plain") == "plain"
+    assert output("mfgan-plain", ["output=composite"]) == "composite"
+    assert resolve_configs("mfgan-no-inv", "cpu")[1].config.use_inv is False

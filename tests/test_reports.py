@@ -132,7 +132,8 @@ def test_table3_joins_eval_and_quality_rows():
         _row("q2", "cyclegan", "", None, None, None, kind="quality", ssim=0.7, psnr=18.0, fid=60.0),
     ], columns=COLUMNS)
     t3, missing = build_table3(res, benchmark="rmfrd", loss="arcface")
-    assert t3.variant.tolist() == ["CycleGAN", "w/o L_inv", "w/o λ_cor", "w/o L_sty", "All (MFGAN)"]
+    assert t3.variant.tolist() == ["CycleGAN", "w/o L_inv", "w/o λ_cor", "w/o L_sty", "w/o compositing (ours)",
+                                   "All (MFGAN)"]
     sty = t3.set_index("generator").loc["mfgan-no-sty"]
     assert sty.eval_id == "e1" and sty.quality_id == "q1" and sty.ssim == 0.8 and sty.acc == 0.8
     assert "fid" not in sty.best_in.split(";") or sty.fid == 30.0
@@ -158,7 +159,7 @@ def test_report_cli_writes_all_formats(tmp_path):
     assert "\\textbf{90.0 $\\pm$ 1.0}" in tex and "\\end{tabular}" in tex
     out = write_reports(tmp_path, tmp_path / "t2")
     assert "paper" not in (tmp_path / "t2" / "table2.md").read_text()
-    assert len(out["missing"]["table3"]) == 9  # the MFGAN ArcFace eval row fills one cell
+    assert len(out["missing"]["table3"]) == 11  # 6 rows x (eval, quality); the MFGAN ArcFace eval row fills one
 
 
 def test_store_as_a_csv_file(tmp_path):

@@ -239,3 +239,49 @@ def test_two_runs_on_one_study_never_run_a_stage_twice(tmp_path):
     assert "slow: done by another run" in b.stdout
     state = read_state(next(out.glob("stages/slow-*")))
     assert state["attempt"] == 1 and state["summary"] == {"n": 30, "resumed": False, "starts": 1}
+
+
+STEAL_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from mfrbench.stages import Graph, Stage
+
+    def work(name, fail=False):
+        def run(ctx):
+            time.sleep(1.5)
+            if fail:
+                raise RuntimeError(name + " broke")
+            return {"pid": os.getpid()}
+        return run
+
+    fail = sys.argv[2] == "fail"
+    g = Graph([Stage("x", work("x")), Stage("y", work("y", fail)), Stage("z", work("z"), deps=("x", "y"))],
+              sys.argv[1])
+    g.poll_s = 0.1
+    try:
+        g.run(echo=print, progress=False)
+    except Exception as e:
+        print("ERROR", e)
+""")
+
+
+@pytest.mark.parametrize("mode", ["ok", "fail"])
+def test_two_processes_share_the_work_and_never_run_a_stage_twice(tmp_path, mode):
+    """``--jobs 2``: two processes started together take one independent stage each (work stealing), the
+    stage that needs both runs once; a stage that fails in one process is not rerun by the other."""
+    script = tmp_path / "run.py"
+    script.write_text(STEAL_SCRIPT)
+    out = tmp_path / "study"
+    env = {**os.environ, "MFRBENCH_CACHE": str(tmp_path / "cache")}
+    ps = [subprocess.Popen([sys.executable, str(script), str(out), mode], env=env, stdout=subprocess.PIPE, text=True)
+          for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0] for p in ps]
+    x, y = (read_state(next(out.glob(f"stages/{n}-*"))) for n in "xy")
+    z = read_state(next(out.glob("stages/z-*"), out / "none"))
+    assert x["attempt"] == 1 and y["attempt"] == 1
+    if mode == "ok":
+        assert x["summary"]["pid"] != y["summary"]["pid"]  # the two independent stages ran side by side
+        assert z["attempt"] == 1 and z["status"] == "done"
+        assert sum(o.count("done by another run") for o in outs) >= 1
+    else:
+        assert y["status"] == "failed" and not z  # z never started, in either process
+        assert sum("y FAILED (in another run)" in o for o in outs) == 1 and all("ERROR" in o for o in outs)

@@ -3,8 +3,8 @@
 Before issue 11 the generator of a masked set was guessed three ways (``name`` vs ``method`` vs a
 substring list), so recognizer rows said ``mfgan`` where quality rows said ``mfgan-no-inv``: Table
 III's ablation Acc/TAR/Rank-5 cells never filled, and Table II's MFGAN cell could come from an
-ablation (latest row wins). Here each of the five Table III rows (cyclegan, mfgan-no-inv,
-mfgan-no-cor, mfgan-no-sty, mfgan) goes through the whole pipeline and the tables must fill every
+ablation (latest row wins). Here each of the six Table III rows (cyclegan, mfgan-no-inv,
+mfgan-no-cor, mfgan-no-sty, mfgan-plain, mfgan) goes through the whole pipeline and the tables must fill every
 cell from exactly that row's runs; the ablations are evaluated *after* the full MFGAN, so a
 report that let "latest wins" cross variants would put an ablation in Table II's MFGAN cell.
 
@@ -43,7 +43,7 @@ from mfrbench.results import read_results, tar_col
 
 #: Table III rows as (family, variant); the full MFGAN first, so every ablation row is newer than its row.
 ROWS = [("mfgan", "mfgan"), ("cyclegan", "cyclegan"), ("mfgan", "mfgan-no-inv"), ("mfgan", "mfgan-no-cor"),
-        ("mfgan", "mfgan-no-sty")]
+        ("mfgan", "mfgan-no-sty"), ("mfgan", "mfgan-plain")]
 
 
 def _cli(*args) -> str:

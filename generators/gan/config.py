@@ -113,7 +113,8 @@ def resolve_configs(method: str, profile: str | None = None, *, config_file: Con
         raise MfrbenchError(f"config file {config_file}: unknown sections {unknown}; expected train: and model:")
     t = resolve(TrainConfig, profile=prof.get("train"), file=data.get("train") or {}, sets=train_sets,
                 options=train, fixed={"method": spec.name}, where="train config")
-    m = resolve(spec.config_cls, profile=prof.get("model"), file=data.get("model") or {}, sets=model_sets,
+    prof_model = {k: v for k, v in (prof.get("model") or {}).items() if k not in getattr(spec, "preset", {})}
+    m = resolve(spec.config_cls, profile=prof_model, file=data.get("model") or {}, sets=model_sets,
                 options=model, lenient_profile=True, where=f"{method} config")
     if t.config.size % 4:
         raise MfrbenchError(f"Expected --size divisible by 4 (64, 128, 256), but got {t.config.size}")

@@ -26,9 +26,9 @@ reference styles). A family registers itself with :func:`register_gan_method`.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -135,6 +135,9 @@ class GANMethod:
     name: str
     cls: type[TrainableGAN]
     config_cls: type
+    #: model keys a preset fixes (``mfgan-plain``: ``output=plain``): they win over a profile's value,
+    #: since the preset *is* that switch (``--set`` and explicit options still win over it)
+    preset: Mapping[str, Any] = field(default_factory=dict)
 
 
 #: GAN families trainable with ``mfrbench train-gen --method NAME``.

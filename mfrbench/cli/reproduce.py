@@ -14,6 +14,16 @@ def _names(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
+def _failed_stages_only() -> bool:
+    """In a ``finally``: did the run end with failed stages (helpers finish their work) rather than an
+    interruption (helpers are stopped)?"""
+    import sys
+
+    from mfrbench.errors import MfrbenchError
+
+    return isinstance(sys.exc_info()[1], MfrbenchError)
+
+
 def publish_report(graph, out: Path) -> Path | None:
     """Copy the report stage's folder to ``OUT/report`` (a stable path; the stage folder stays as it is);
     the CLI adds the study's record (``stages.csv``, ``study.json``) beside it."""
@@ -63,6 +73,9 @@ def publish_to(report: Path, dest: Path) -> Path:
 @click.option("--dry-run", is_flag=True, help="Print the plan (stages, cached, estimated time) and stop.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes sharing the study, one per core (--jobs 2 on 2 cores): each takes the next stage "
+                   "whose needs are met.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch threads of the training stages (1 is fastest on a shared machine).")
 @click.option("--with-paper/--no-paper", default=True, show_default=True, help="The paper's values beside ours.")
@@ -71,7 +84,7 @@ def publish_to(report: Path, dest: Path) -> Path:
 @click.option("--publish", type=click.Path(file_okay=False), default=None,
               help="Also copy the report to this folder (e.g. results/cpu), keeping its README.md.")
 def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, sets, only, dry_run, seed, workers,
-                  threads, with_paper, root, publish) -> None:
+                  jobs, threads, with_paper, root, publish) -> None:
     """Run the MFGAN study end to end: align -> Seg, Det -> GANs -> Masked-CelebA from each generator ->
     recognizers for every Table II cell and Table III row (+ an unmasked-data row) -> evaluations ->
     quality -> tables and an HTML report in OUT/report/.
@@ -85,6 +98,7 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
       mfrbench reproduce --profile cpu --out study-cpu --dry-run
       mfrbench reproduce --profile cpu --out study-cpu --only 'gan-*'
     """
+    from mfrbench.cli import jobs as J
     from mfrbench.cli.study import StudyOptions, build_study, write_study_record
     from mfrbench.stages import Graph
 
@@ -102,10 +116,25 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
     if dry_run:
         click.echo(graph.describe(graph.plan(only)))
         return
+    helper = J.is_helper()
+    J.share_threads(jobs)
+    args = ["reproduce", "--profile", profile, "--out", str(out), "--seed", str(seed), "--workers", str(workers),
+            "--threads", str(threads), "--with-paper" if with_paper else "--no-paper"] + [
+        a for k, v in (("--generators", generators), ("--losses", losses), ("--benchmarks", benchmarks),
+                       ("--root", root)) if v for a in (k, v)] + (["--no-ablations"] if no_ablations else []) + [
+        a for v in sets for a in ("--set", v)] + [a for v in only for a in ("--only", v)]
+    procs = J.start_helpers(jobs, args, outp) if jobs > 1 and not helper else []
+    if procs:
+        click.echo(f"{jobs} processes share the study ({J.threads_per_job(jobs)} thread(s) each); "
+                   f"helpers' logs: {outp / 'logs'}/job-*.log")
+    ok = False
     try:
-        graph.run(only, echo=click.echo)
+        graph.run(only, echo=click.echo, progress=not helper)
+        ok = True
     finally:  # a partial study still shows what it has (the report lists the missing cells)
-        rep = publish_report(graph, outp)
+        for line in J.wait_helpers(procs, stop=not ok and not _failed_stages_only()):
+            click.echo(line, err=True)
+        rep = None if helper else publish_report(graph, outp)  # a helper leaves the report to the first process
         if rep is not None:
             write_study_record(graph, opts, cmd, rep)
             if publish:

@@ -34,7 +34,7 @@ from mfrbench.errors import DataNotFoundError, MfrbenchError
 from mfrbench.stages import Stage, StageContext, StageSkipped
 
 LEARNED = ("cyclegan", "iamgan", "mfgan")
-ABLATIONS = ("mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty")
+ABLATIONS = ("mfgan-no-inv", "mfgan-no-cor", "mfgan-no-sty", "mfgan-plain")  # the last: issue 14's plain-output row
 GENERATORS = ("mtf", *LEARNED)
 LOSSES = ("softmax", "triplet", "cosface", "arcface")
 BENCHMARKS = ("rmfrd", "lfw-masked", "mfr2")
