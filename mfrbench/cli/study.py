@@ -71,19 +71,20 @@ PROFILES = {
         "smoke", faces_limit=120, aux_limit=120, gan_profile="smoke", aux_profile="smoke", fr_profile="smoke",
         finetune=True, ft={"epochs": 1, "max_steps": 3, "batch_size": 16, "lr": 0.01, "workers": 0},
         quality_n=8, n_boot=50, losses=("arcface",), benchmarks=("rmfrd",),
-        rates={"faces": 0.01, "mtf": 0.01, "aux": 10, "gan": 20, "generate": 0.02, "quality": 0.3, "fr": 15, "ft": 5,
-               "eval": 20, "report": 5, "real-masked": 0.1}),
+        rates={"faces": 0.01, "mtf": 0.01, "aux-seg": 10, "aux-det": 10, "gan": 20, "generate": 0.02, "quality": 0.3,
+               "fr": 15, "ft": 5, "eval": 20, "report": 5, "real-masked": 0.1}),
     "cpu": StudyProfile(
         "cpu", faces_limit=None, aux_limit=1000, gan_profile="cpu", aux_profile="cpu", fr_profile="cpu",
         finetune=True, ft={"epochs": 1, "lr": 0.02, "warmup_epochs": 0.2, "backbone_lr_mult": 0.5, "workers": 1},
         quality_n=50, n_boot=1000,
-        rates={"faces": 0.01, "mtf": 0.01, "aux": 150, "gan": 600, "generate": 0.02, "quality": 0.5, "fr": 600,
-               "ft": 100, "eval": 40, "report": 20, "real-masked": 0.1}),
+        # seg (1,500 steps at 112 px) costs about 10x det: each its own kind, so each has its own measured rate
+        rates={"faces": 0.01, "mtf": 0.01, "aux-seg": 1800, "aux-det": 200, "gan": 600, "generate": 0.02,
+               "quality": 0.5, "fr": 600, "ft": 100, "eval": 40, "report": 20, "real-masked": 0.1}),
     "paper": StudyProfile(
         "paper", faces_limit=None, aux_limit=None, gan_profile="paper", aux_profile="cpu", fr_profile=None,
         finetune=False, ft={}, quality_n=1000, n_boot=1000,
-        rates={"faces": 0.01, "mtf": 0.01, "aux": 600, "gan": 450_000 * 0.05, "generate": 0.005, "quality": 0.05,
-               "fr": 3 * 3600, "eval": 60, "report": 20, "real-masked": 0.1},
+        rates={"faces": 0.01, "mtf": 0.01, "aux-seg": 600, "aux-det": 100, "gan": 450_000 * 0.05, "generate": 0.005,
+               "quality": 0.05, "fr": 3 * 3600, "eval": 60, "report": 20, "real-masked": 0.1},
         where="GPU-hours on one GPU (assumed rates: 0.05 s per 256-px GAN step, 3 h per recognizer; replaced by "
               "your GPU's own as stages finish)"),
 }
@@ -472,7 +473,7 @@ def build_study(opts: StudyOptions, out: str | Path) -> list[Stage]:
                             roles={"faces": "faces"}, kind="mtf", units=sp.aux_limit or 6274))
         for module in ("seg", "det"):
             stages.append(Stage(module, _aux, {"module": module, "profile": sp.aux_profile, "threads": thr},
-                                roles={"aux-data": "aux-data", "faces": "faces"}, kind="aux"))
+                                roles={"aux-data": "aux-data", "faces": "faces"}, kind=f"aux-{module}"))
     for m in learned:
         stages.append(Stage(f"gan-{m}", _gan, {"method": m, "profile": sp.gan_profile, "threads": thr,
                                                "holdout": HOLDOUT},
