@@ -227,20 +227,25 @@ def judge_on_real(seg: Any, det: Any, real_masked: np.ndarray, real_faces: np.nd
 
     On real masked photos (held out from training) a judge that transfers should see the mask: Seg's
     ``seg_correct`` share and Det's wearing call (mostly ``correct``: RMFD photos are worn as people
-    wear them, a few below the nose); on real unmasked faces, no mask: Seg's mask area near 0 and Det's
-    ``none``. Shares per wearing class (correct, incorrect, none)."""
+    wear them, a few below the nose); on real unmasked faces, no mask: Seg's mask area near 0
+    (``seg_any``: share of images with any pixel marked) and Det's ``none``. Shares per wearing class
+    (correct, incorrect, none) and ``det_present`` (correct + incorrect). Either judge may be None
+    (``train-aux`` trains one at a time and reads its own held-out real photos with this function)."""
     out: dict[str, Any] = {"n_masked": len(real_masked), "n_faces": len(real_faces)}
     for name, imgs in (("masked", real_masked), ("faces", real_faces)):
         if not len(imgs):
             continue
-        maps = seg.predict_uint8(imgs).astype(bool)
-        cov = seg_coverage(maps)
-        out[f"seg_correct_{name}"] = float(cov["correct"].mean())
-        out[f"seg_area_{name}"] = float(maps.mean())
+        if seg is not None:
+            maps = seg.predict_uint8(imgs).astype(bool)
+            cov = seg_coverage(maps)
+            out[f"seg_correct_{name}"] = float(cov["correct"].mean())
+            out[f"seg_area_{name}"] = float(maps.mean())
+            out[f"seg_any_{name}"] = float(maps.reshape(len(maps), -1).any(1).mean())
         if det is not None:
             _, wear = det.predict(_as_tensor(imgs, det.device))
             calls = np.bincount(wear.argmax(1), minlength=3) / len(imgs)
             out[f"det_wearing_{name}"] = dict(zip(("correct", "incorrect", "none"), calls.round(4).tolist()))
+            out[f"det_present_{name}"] = round(float(calls[0] + calls[1]), 4)
     return out
 
 
