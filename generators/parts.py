@@ -13,7 +13,10 @@ a small multi-label CNN that answers exactly that question:
   ``nose-out``, ``mouth-nose-out``, ``chin``), ``none`` (no mask: unmasked aligned crops).
 
 Labels come from ``mfrbench generate --method mtf`` rows (``covers_<part>``, ``wearing``), which
-are known by construction; training, the held-out split and the loop are shared with ``Seg``
+are known by construction; real photos (``train-aux --real-masked / --real-faces``, issue 14) add only
+the labels they have: a real masked photo's wearing target is the set {correct, incorrect}
+(:func:`wearing_nll`) and its nose / mouth / chin visibility is left out of the loss, a real unmasked
+face is ``none`` with every part visible. Training, the held-out split and the loop are shared with ``Seg``
 (:func:`mfrbench.generators.seg.train_aux`). Network: 5 stride-2 conv-BN-ReLU stages (``base`` ..
 ``8*base`` channels), global average pooling, two linear heads.
 
@@ -37,7 +40,9 @@ from mfrbench.generators._blocks import ConvNormAct, norm_layer
 from mfrbench.generators.seg import (
     AUX_MODULES,
     PARTS,
+    PRESENT,
     WEARING,
+    AuxBatch,
     AuxConfig,
     AuxData,
     AuxModule,
@@ -72,10 +77,24 @@ def _det_build(cfg: AuxConfig) -> nn.Module:
     return PartsNet(base=cfg.base)
 
 
-def _det_loss(net: nn.Module, x: torch.Tensor, maps: torch.Tensor, parts: torch.Tensor, wear: torch.Tensor
-              ) -> dict[str, torch.Tensor]:
+def wearing_nll(logits: torch.Tensor, wear: torch.Tensor) -> torch.Tensor:
+    """Per-row negative log-likelihood of the wearing label; a :data:`~mfrbench.generators.seg.PRESENT`
+    row (a real masked photo) scores the set {correct, incorrect}: ``-log(p_correct + p_incorrect)``,
+    the label it has, rather than a guess at how the mask is worn."""
+    lse = torch.logsumexp(logits, 1)
+    present = wear == PRESENT
+    exact = lse - logits.gather(1, torch.where(present, 0, wear)[:, None])[:, 0]
+    worn = lse - torch.logsumexp(logits[:, [WEARING.index("correct"), WEARING.index("incorrect")]], 1)
+    return torch.where(present, worn, exact)
+
+
+def _det_loss(net: nn.Module, x: torch.Tensor, b: AuxBatch, cfg: AuxConfig) -> dict[str, torch.Tensor]:
+    """Visibility BCE over the known labels only (``part_known``) + the wearing NLL (:func:`wearing_nll`)."""
     pl, wl = net(x)
-    return {"parts_bce": F.binary_cross_entropy_with_logits(pl, parts), "wearing_ce": F.cross_entropy(wl, wear)}
+    known = b.part_known.float()
+    bce = F.binary_cross_entropy_with_logits(pl, b.parts, reduction="none")
+    return {"parts_bce": (bce * known).sum() / known.sum().clamp_min(1.0),
+            "wearing_ce": wearing_nll(wl, b.wearing).mean()}
 
 
 @torch.no_grad()

@@ -17,6 +17,21 @@ Data (:func:`load_aux_data`): one or more ``mfrbench generate --method mtf`` out
 (manifest columns ``wearing``, ``covers_<part>`` and the mask map path) and optional unmasked
 aligned manifests. Held-out split: by identity when the rows have identities, else by source image.
 
+Real photos (issue 14, :func:`load_real_data`; ``--real-masked``, ``--real-faces``): the judges of every
+generated face must hold on real faces, which mtf alone does not teach (Det called most unmasked real
+RMFRD crops ``incorrect``). Real masked photos carry only the labels we know: a mask is worn
+(:data:`PRESENT`: correct *or* incorrect, not which), face and eyes visible (a face mask does not
+reach the eyes), nose / mouth / chin unknown (their losses are masked out, not guessed), and no pixel
+map. Seg therefore gets no pixel loss on them, only a weak image-level term (:func:`mask_present_loss`):
+the mean logit of the ``seg_real_topk`` (5 %) most mask-like pixels must say "mask", a multiple-instance
+"at least this much of the crop is mask" that any worn mask satisfies (the template's nose-mouth box
+alone is 8.4 % of an aligned crop), which neither draws the mask's outline for Seg nor trains on the
+Seg-correct rule the read-outs score. Real unmasked faces are class ``none`` with an all-zero map and
+every part visible (all of them known). Real photos are held out by a hash of their key
+(:func:`mfrbench.generators.gan.data.held_out_keys`, share ``real_holdout``), never trained on, and
+read out apart from the mtf validation with the GAN read-out's own
+:func:`~mfrbench.generators.gan.readout.judge_on_real`.
+
 Also here: :data:`AUX_MODULES` (``seg``, ``det``) and :func:`train_aux`, the loop both share. A
 run is a :class:`mfrbench.runs.RunDir` of kind ``seg`` / ``det`` (``config.json``,
 ``checkpoints/last.pt``, ``metrics.json``); its config is resolved by :mod:`mfrbench.config`
@@ -51,6 +66,10 @@ WEARING = ("correct", "incorrect", "none")
 #: mtf wearing modes -> the three classes Det predicts.
 WEARING_CLASS = {"correct": "correct", "nose-out": "incorrect", "mouth-nose-out": "incorrect", "chin": "incorrect",
                  "incorrect": "incorrect", "none": "none", "": "none"}
+#: Wearing label of a real masked photo: a mask is worn (``correct`` or ``incorrect``), which one is not known.
+PRESENT = -1
+#: Parts whose visibility a real masked photo does not tell (a mask may sit below the nose or on the chin).
+REAL_MASKED_UNKNOWN = ("nose", "mouth", "chin")
 
 
 # ------------------------------------------------------------------------------------- network
@@ -101,6 +120,9 @@ class AuxConfig:
     seed: int = 0
     eval_every: int = 500         # held-out evaluation (and a checkpoint) every N steps
     max_images: int | None = None
+    real_holdout: float = 0.25    # share of each real input never trained on (= train-gen cpu's holdout_masks)
+    real_min_face_px: int = 40    # real photos: drop faces narrower than this (= train-gen's min_face_px)
+    seg_real_topk: float = 0.05   # Seg on real masked photos: top-k share of "mask" pixels (0: no loss on them)
 
 
 AUX_PROFILES = {
@@ -120,7 +142,13 @@ AUX_EXTENDABLE = ("aux.steps",)
 
 @dataclass
 class AuxData:
-    """Images (N, 3, S, S) uint8, mask maps (N, S, S) uint8, part visibility (N, P) float, wearing (N,) int."""
+    """Images (N, 3, S, S) uint8, mask maps (N, S, S) uint8, part visibility (N, P) float, wearing (N,) int.
+
+    Real photos carry only some labels: ``map_known`` (N,) bool is False where the map is no label (real
+    masked photos), ``part_known`` (N, P) bool says which visibility labels are, and a wearing label of
+    :data:`PRESENT` means "a mask is worn, how is unknown". ``source`` (N,) names each row's input kind
+    (``mtf``, ``faces``, ``real_masked``, ``real_faces``) so real photos are read out on their own.
+    """
 
     images: torch.Tensor
     maps: torch.Tensor
@@ -128,14 +156,54 @@ class AuxData:
     wearing: torch.Tensor
     groups: np.ndarray     # split groups (identity or source key)
     keys: list[str]
+    map_known: torch.Tensor | None = None     # default: every label known, source "mtf"
+    part_known: torch.Tensor | None = None
+    source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        self.map_known = torch.ones(n, dtype=torch.bool) if self.map_known is None else self.map_known
+        self.part_known = torch.ones(self.parts.shape, dtype=torch.bool) if self.part_known is None \
+            else self.part_known
+        self.source = np.full(n, "mtf") if self.source is None else self.source
 
     def subset(self, idx: np.ndarray) -> "AuxData":
+        idx = np.asarray(idx, dtype=np.int64)
         t = torch.as_tensor(idx)
         return AuxData(self.images[t], self.maps[t], self.parts[t], self.wearing[t], self.groups[idx],
-                       [self.keys[i] for i in idx])
+                       [self.keys[i] for i in idx], self.map_known[t], self.part_known[t], self.source[idx])
+
+    @staticmethod
+    def cat(parts: Sequence["AuxData"]) -> "AuxData":
+        """The rows of ``parts`` (at least one, all at one size) in order."""
+        return AuxData(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "maps", "parts", "wearing")),
+                       np.concatenate([p.groups.astype(str) for p in parts]), [k for p in parts for k in p.keys],
+                       torch.cat([p.map_known for p in parts]), torch.cat([p.part_known for p in parts]),
+                       np.concatenate([p.source.astype(str) for p in parts]))
+
+    def labels(self, idx: np.ndarray, maps: torch.Tensor, device: torch.device) -> "AuxBatch":
+        """The labels of rows ``idx`` on ``device``, with ``maps`` (already augmented like the images)."""
+        t = torch.as_tensor(idx)
+        return AuxBatch(maps, self.parts[t].to(device), self.wearing[t].to(device), self.map_known[t].to(device),
+                        self.part_known[t].to(device))
+
+    def hwc(self) -> np.ndarray:
+        """The images as uint8 (N, S, S, 3) (what the read-outs' judges take)."""
+        return self.images.permute(0, 2, 3, 1).numpy()
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+@dataclass
+class AuxBatch:
+    """One step's labels on the device: what :class:`AuxModule`'s ``loss`` reads (see :class:`AuxData`)."""
+
+    maps: torch.Tensor
+    parts: torch.Tensor
+    wearing: torch.Tensor
+    map_known: torch.Tensor
+    part_known: torch.Tensor
 
 
 def _map_column(df) -> str | None:
@@ -154,7 +222,7 @@ def load_aux_data(masked: list[str], unmasked: list[str] = (), *, size: int = 11
     from mfrbench.imageio import load_rgb
     from mfrbench.manifest import read_manifest
 
-    imgs, maps, parts, wear, groups, keys = [], [], [], [], [], []
+    imgs, maps, parts, wear, groups, keys, source = [], [], [], [], [], [], []
 
     def resize(a: np.ndarray, interp: int) -> np.ndarray:
         return a if a.shape[0] == size and a.shape[1] == size else cv2.resize(a, (size, size), interpolation=interp)
@@ -177,6 +245,7 @@ def load_aux_data(masked: list[str], unmasked: list[str] = (), *, size: int = 11
             wear.append(WEARING.index(WEARING_CLASS.get(str(r["wearing"]), "incorrect")))
             groups.append(str(r.get("identity") or r.get("key")))
             keys.append(f"{spec}:{r['key']}")
+            source.append("mtf")
     for spec in unmasked:
         df = read_manifest(spec, status="ok")
         df = df.iloc[:max_images] if max_images else df
@@ -187,11 +256,48 @@ def load_aux_data(masked: list[str], unmasked: list[str] = (), *, size: int = 11
             wear.append(WEARING.index("none"))
             groups.append(str(r.get("identity") or r.get("key")))
             keys.append(f"{spec}:{r['key']}")
+            source.append("faces")
     if not imgs:
         raise MfrbenchError("no training images: pass at least one mtf output folder with --data")
     return AuxData(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(),
                    torch.from_numpy(np.stack(maps)), torch.tensor(parts, dtype=torch.float32),
-                   torch.tensor(wear, dtype=torch.long), np.array(groups), keys)
+                   torch.tensor(wear, dtype=torch.long), np.array(groups), keys, source=np.array(source))
+
+
+def load_real_data(spec: str, cache: Path, *, masked: bool, cfg: AuxConfig, progress: bool = True
+                   ) -> tuple[AuxData, AuxData, dict[str, list[str]]]:
+    """One real input (``--real-masked`` / ``--real-faces``) as (train rows, held-out rows, its split by key).
+
+    Read by the GAN runs' own loader (:func:`mfrbench.generators.gan.data.load_domain`: an aligned
+    manifest, a RecordIO set, a dataset name, or a folder of photos aligned once with YuNet into
+    ``cache``), so a folder gives the crops and keys ``train-gen --masks`` gets, and held out by
+    :meth:`~mfrbench.generators.gan.data.DomainData.split` (a hash of the key below ``real_holdout``), the
+    rule of train-gen's ``holdout_masks``: at the same share (the ``cpu`` profiles' 0.25) the photos a GAN
+    run keeps for KID/FID and its judges' read-out are photos Seg and Det never saw either.
+    """
+    from mfrbench.generators.gan.data import load_domain
+
+    name = "real_masked" if masked else "real_faces"
+    dom = load_domain(name, spec, cache, size=cfg.size, limit=cfg.max_images, masked=masked,
+                      min_face_px=cfg.real_min_face_px, progress=progress)
+    kept, held = dom.split(cfg.real_holdout)
+    held = held if held is not None else kept.subset([])
+    rows = [_real_rows(d, spec, name) for d in (kept, held)]
+    return rows[0], rows[1], {"train": list(kept.keys), "heldout": list(held.keys)}
+
+
+def _real_rows(dom: Any, spec: str, source: str) -> AuxData:
+    """Rows of real crops (:class:`~mfrbench.generators.gan.data.DomainData`) with only the labels they have."""
+    n, size = len(dom), dom.images.shape[-1]
+    masked = source == "real_masked"
+    part_known = torch.ones(n, len(PARTS), dtype=torch.bool)
+    if masked:
+        part_known[:, [PARTS.index(p) for p in REAL_MASKED_UNKNOWN]] = False
+    keys = [f"{spec}:{k}" for k in dom.keys]
+    return AuxData(dom.images, torch.zeros(n, size, size, dtype=torch.uint8), torch.ones(n, len(PARTS)),
+                   torch.full((n,), PRESENT if masked else WEARING.index("none"), dtype=torch.long),
+                   np.array(keys, dtype=str), keys, torch.full((n,), not masked, dtype=torch.bool), part_known,
+                   np.full(n, source))
 
 
 def _truthy(v: Any) -> bool:
@@ -287,11 +393,27 @@ def _seg_build(cfg: AuxConfig) -> nn.Module:
     return UNet(base=cfg.base)
 
 
-def _seg_loss(net: nn.Module, x: torch.Tensor, maps: torch.Tensor, parts: torch.Tensor, wear: torch.Tensor
-              ) -> dict[str, torch.Tensor]:
+def mask_present_loss(logits: torch.Tensor, topk: float) -> torch.Tensor:
+    """Image-level "a mask is here" for crops with no pixel label: BCE of the mean logit of the ``topk``
+    share of most mask-like pixels against 1 (top-k pooling of multiple-instance learning: a positive
+    image has at least that many positive pixels). It says nothing about where the mask ends."""
+    flat = logits.flatten(1)
+    k = max(1, int(round(topk * flat.shape[1])))
+    pooled = flat.topk(k, dim=1).values.mean(1)
+    return F.binary_cross_entropy_with_logits(pooled, torch.ones_like(pooled))
+
+
+def _seg_loss(net: nn.Module, x: torch.Tensor, b: AuxBatch, cfg: AuxConfig) -> dict[str, torch.Tensor]:
+    """BCE + soft Dice on the rows whose map is a label; rows without one (real masked photos) only
+    :func:`mask_present_loss` (``present``), unless ``seg_real_topk`` is 0."""
     logits = net(x)
-    t = maps[:, None].float()
-    return {"bce": F.binary_cross_entropy_with_logits(logits, t), "dice": dice_loss(logits, t)}
+    t = b.maps[:, None].float()
+    k = b.map_known
+    terms = {"bce": F.binary_cross_entropy_with_logits(logits[k], t[k]) if k.any() else logits.sum() * 0.0,
+             "dice": dice_loss(logits[k], t[k])}
+    if cfg.seg_real_topk > 0 and not k.all():
+        terms["present"] = mask_present_loss(logits[~k], cfg.seg_real_topk)
+    return terms
 
 
 @torch.no_grad()
@@ -307,6 +429,9 @@ def _seg_eval(net: nn.Module, data: AuxData, device: torch.device, batch: int = 
 
 @dataclass(frozen=True)
 class AuxModule:
+    """A trainable helper: ``build(cfg)``, ``loss(net, x, batch: AuxBatch, cfg) -> named terms`` (summed),
+    ``evaluate(net, val, device) -> metrics`` on the mtf validation."""
+
     name: str
     build: Callable[[AuxConfig], nn.Module]
     loss: Callable[..., dict[str, torch.Tensor]]
@@ -346,33 +471,47 @@ def cosine_lr(step: int, total: int, lr: float) -> float:
 
 
 def train_aux(module: str, masked: Sequence[str] = (), out: str | os.PathLike = "runs/aux", *,
-              unmasked: Sequence[str] = (), profile: str | None = None, config_file: str | os.PathLike | None = None,
+              unmasked: Sequence[str] = (), real_masked: Sequence[str] = (), real_faces: Sequence[str] = (),
+              profile: str | None = None, config_file: str | os.PathLike | None = None,
               sets: Iterable[str] = (), overrides: dict | None = None, resume: bool = False,
               device: str | None = None, threads: int | None = None, progress: bool = True) -> dict:
-    """Train ``Seg`` or ``Det`` on mtf outputs (+ unmasked crops) into the run folder ``out``.
+    """Train ``Seg`` or ``Det`` on mtf outputs (+ unmasked crops, + real photos) into the run folder ``out``.
+
+    ``real_masked`` / ``real_faces``: real photos with a mask / without (anything ``train-gen --masks``
+    takes: a folder, an aligned manifest, a RecordIO set, a dataset name), trained on with only the labels
+    they have and held out by key (:func:`load_real_data`; the module docstring says why).
 
     Writes ``config.json``, ``checkpoints/last.pt`` (network, optimizer, step; at every held-out
-    evaluation and at the end) and ``metrics.json``. ``resume`` continues from the last
-    checkpoint: ``--steps`` may grow and ``eval_every`` change; other options must match the run.
+    evaluation and at the end), ``metrics.json`` and, with real inputs, ``real_split.json`` (each real
+    input's trained and held-out keys). ``resume`` continues from the last checkpoint: ``--steps`` may
+    grow and ``eval_every`` change; other options must match the run.
 
     Returns:
-        The held-out metrics (IoU for ``seg``; per-part and wearing accuracy for ``det``), the
-        image counts, ``seconds`` and ``checkpoint`` (the path written).
+        The held-out metrics on the mtf validation (IoU for ``seg``; per-part and wearing accuracy for
+        ``det``), ``real`` (:func:`~mfrbench.generators.gan.readout.judge_on_real` on the held-out real
+        masked photos and real unmasked faces: those of ``real_faces`` and the ``unmasked`` rows of the
+        validation), the image counts, ``seconds`` and ``checkpoint`` (the path written).
     """
     spec = AUX_MODULES.get(module)()
     resolved = resolve_aux_config(spec.name, profile=profile, config_file=config_file, sets=sets, overrides=overrides)
     if not masked and not resume:
         raise MfrbenchError("no training images: pass at least one mtf output folder with --data")
+    _check_real_inputs("--real-masked", real_masked)
+    _check_real_inputs("--real-faces", real_faces)
     request = {"aux": resolved.config, "masked": [_abs(p) for p in masked], "unmasked": [_abs(p) for p in unmasked]}
-    given = {f"aux.{k}" for k in resolved.given} | {k for k in ("masked", "unmasked") if request[k]}
+    request.update({k: [_abs_spec(p) for p in v] for k, v in (("real_masked", real_masked), ("real_faces", real_faces))
+                    if v})  # only when given: a run without real photos keeps the config it had
+    given = {f"aux.{k}" for k in resolved.given} | {k for k in request if k != "aux" and request[k]}
     run_dir = aux_run_dir(out, spec.name)
     config = run_dir.begin(request, resume=resume, given=given)
     cfg: AuxConfig = config["aux"]
     set_threads(threads)
     dev = choose_device(device)
-    data = load_aux_data(config["masked"], config["unmasked"], size=cfg.size, max_images=cfg.max_images)
-    tr_idx, va_idx = split_groups(data.groups, cfg.val_frac, cfg.seed)
-    train, val = data.subset(tr_idx), data.subset(va_idx)
+    split = load_splits(config, cfg, run_dir.path / "data", progress)
+    if split.real_split:
+        run_dir.write_json("real_split.json", {"rule": "sha1(key) below real_holdout (gan.data.held_out_keys)",
+                                               "real_holdout": cfg.real_holdout, "inputs": split.real_split})
+    train, val = split.train, split.val
     torch.manual_seed(cfg.seed)
     net = spec.build(cfg).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -382,7 +521,7 @@ def train_aux(module: str, masked: Sequence[str] = (), out: str | os.PathLike = 
         net.load_state_dict(ck["state"])
         opt.load_state_dict(ck["optimizer"])
         start, history = int(ck["step"]), list(ck["info"].get("history", []))
-    counts = {"train_images": len(train), "heldout_images": len(val)}
+    counts = split.counts()
     t0 = time.perf_counter()
 
     def save(step: int) -> Path:
@@ -402,14 +541,87 @@ def train_aux(module: str, masked: Sequence[str] = (), out: str | os.PathLike = 
     if ckpt is None:  # nothing to train (steps already reached) and no checkpoint: keep the untrained state
         ckpt = save(start)
     metrics = {"module": module, **counts, "seconds": round(time.perf_counter() - t0, 1),
-               "heldout": history[-1] if history else {}, "history": history, "checkpoint": str(ckpt),
+               "heldout": history[-1] if history else {}, "history": history,
+               "real": read_real(module, net, cfg, dev, split), "checkpoint": str(ckpt),
                "config_hash": run_dir.config_hash}
     run_dir.write_json("metrics.json", metrics)
     return metrics
 
 
+@dataclass
+class AuxSplit:
+    """What a run trains on and what it holds out: the mtf validation and the real photos, apart."""
+
+    train: AuxData
+    val: AuxData            # mtf + unmasked rows held out by identity (the mtf validation)
+    real_masked: AuxData    # held-out real masked photos
+    real_faces: AuxData     # held-out real unmasked faces: of ``real_faces`` inputs and the unmasked rows of ``val``
+    real_split: dict        # kind (real_masked, real_faces) -> input -> {"train": keys, "heldout": keys}
+
+    def counts(self) -> dict[str, int]:
+        return {"train_images": len(self.train), "heldout_images": len(self.val),
+                "train_real_masked": int((self.train.source == "real_masked").sum()),
+                "train_real_faces": int((self.train.source == "real_faces").sum()),
+                "heldout_real_masked": len(self.real_masked), "heldout_real_faces": len(self.real_faces)}
+
+
+def load_splits(config: dict, cfg: AuxConfig, cache: Path, progress: bool = True) -> AuxSplit:
+    """A run's data: mtf + unmasked rows split by identity (:func:`split_groups`), each real input by key."""
+    data = load_aux_data(config["masked"], config["unmasked"], size=cfg.size, max_images=cfg.max_images)
+    tr_idx, va_idx = split_groups(data.groups, cfg.val_frac, cfg.seed)
+    val, empty = data.subset(va_idx), data.subset([])
+    train = [data.subset(tr_idx)]
+    held = {"real_masked": [empty], "real_faces": [empty, val.subset(np.flatnonzero(val.source == "faces"))]}
+    real_split: dict[str, dict] = {}
+    for kind in ("real_masked", "real_faces"):
+        for i, spec in enumerate(config.get(kind, [])):
+            kept, out, keys = load_real_data(spec, cache / f"{kind}_{i}", masked=kind == "real_masked", cfg=cfg,
+                                             progress=progress)
+            real_split.setdefault(kind, {})[spec] = keys
+            train.append(kept)
+            held[kind].append(out)
+    return AuxSplit(AuxData.cat(train), val, AuxData.cat(held["real_masked"]), AuxData.cat(held["real_faces"]),
+                    real_split)
+
+
+def read_real(module: str, net: nn.Module, cfg: AuxConfig, dev: torch.device, split: AuxSplit) -> dict:
+    """The held-out real photos read by the network being trained, with the GAN read-out's
+    :func:`~mfrbench.generators.gan.readout.judge_on_real` (one definition of "holds on real photos")."""
+    if not len(split.real_masked) and not len(split.real_faces):
+        return {}
+    from mfrbench.generators.gan.readout import judge_on_real
+
+    if module == "seg":
+        seg, det = Seg(net, cfg.size, dev), None
+    else:
+        from mfrbench.generators.parts import Det
+
+        seg, det = None, Det(net, cfg.size, dev)
+    try:
+        return judge_on_real(seg, det, split.real_masked.hwc(), split.real_faces.hwc())
+    finally:
+        net.train()
+
+
+def _check_real_inputs(option: str, specs: Sequence[str]) -> None:
+    """Fail before the run folder is made: each real input must exist or name a dataset."""
+    from mfrbench.datasets import DATASETS
+
+    for spec in specs:
+        if not Path(spec).exists() and spec not in DATASETS:
+            raise MfrbenchError(f"{option} {spec}: no such folder or file, and not a dataset name "
+                                f"({', '.join(DATASETS.names())})")
+
+
 def _abs(path: str | os.PathLike) -> str:
     return str(Path(path).resolve())
+
+
+def _abs_spec(spec: str | os.PathLike) -> str:
+    """A path made absolute; a dataset name (no such path) kept as it is."""
+    from mfrbench.datasets import DATASETS
+
+    return str(spec) if str(spec) in DATASETS and not Path(spec).exists() else _abs(spec)
 
 
 def _aux_steps(start: int, cfg: AuxConfig, module: str, progress: bool):
@@ -427,7 +639,7 @@ def _aux_step(spec: AuxModule, net: nn.Module, opt: torch.optim.Optimizer, train
     rng = np.random.default_rng([cfg.seed, step])
     idx = rng.integers(len(train), size=cfg.batch_size)
     x, maps = augment(to_float(train.images[idx], dev), train.maps[idx].to(dev), rng)
-    terms = spec.loss(net, x, maps, train.parts[idx].to(dev), train.wearing[idx].to(dev))
+    terms = spec.loss(net, x, train.labels(idx, maps, dev), cfg)
     opt.zero_grad(set_to_none=True)
     sum(terms.values()).backward()
     opt.step()

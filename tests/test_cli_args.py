@@ -118,6 +118,8 @@ TRAIN_AUX = {
     "module": (["--module", "MODULE"], ("kw", "module"), "MODULE"),
     "masked": (["--data", "m1", "--data", "m2"], ("kw", "masked"), ["m1", "m2"]),
     "unmasked": (["--faces", "f1"], ("kw", "unmasked"), ["f1"]),
+    "real_masked": (["--real-masked", "r1", "--real-masked", "r2"], ("kw", "real_masked"), ["r1", "r2"]),
+    "real_faces": (["--real-faces", "u1"], ("kw", "real_faces"), ["u1"]),
     "out": (["--out", "RUN"], ("kw", "out"), "RUN"),
     "profile": (["--profile", "cpu"], ("kw", "profile"), "cpu"),         # its keys are all overridden below
     "config_file": (["--config", "CONFIG"], ("cfg", "weight_decay"), 0.5),  # the file says weight_decay: 0.5

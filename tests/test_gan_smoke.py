@@ -141,3 +141,23 @@ def test_seg_and_det_train_and_their_clis(work, tmp_path):
     bad = CliRunner().invoke(cli, ["segment", "--checkpoint", str(tmp_path / "det"), "--input", str(photos),
                                    "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "holds a det model, not seg" in bad.output
+
+
+def test_train_aux_with_real_photos_reads_them_out_apart(work, tmp_path):
+    """`train-aux --real-masked` on the kit's masked photos: a smoke run writes the held-out real read-out."""
+    import json
+
+    d, run = work["dir"], tmp_path / "det-real"
+    res = CliRunner().invoke(cli, ["train-aux", "--module", "det", "--data", str(d / "mtf"), "--faces",
+                                   str(d / "aligned"), "--real-masked", str(work["masks"]), "--max-images", "16",
+                                   "--set", "real_min_face_px=0", "--profile", "smoke", "--threads", "1",
+                                   "--no-progress", "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "held-out real photos: n_masked=" in res.output
+    m = json.loads((run / "metrics.json").read_text())
+    split = json.loads((run / "real_split.json").read_text())["inputs"]["real_masked"][str(work["masks"].resolve())]
+    assert m["real"]["n_masked"] == len(split["heldout"]) == m["heldout_real_masked"] > 0
+    assert m["train_real_masked"] == len(split["train"]) > 0 and not set(split["train"]) & set(split["heldout"])
+    assert m["real"]["n_faces"] == m["heldout"]["n_none"] > 0        # the --faces rows of the mtf validation
+    assert {"det_present_masked", "det_wearing_masked", "det_wearing_faces"} <= set(m["real"])
+    assert "acc_wearing" in m["heldout"]                              # the mtf validation, as before

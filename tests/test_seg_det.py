@@ -150,3 +150,156 @@ def test_seg_resume_refuses_a_changed_training_option_and_honours_run_control(to
     assert [h["step"] for h in m["history"]] == [2, 3, 4]             # the new eval cadence, from step 2 on
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert saved["aux"]["steps"] == 4 and saved["aux"]["eval_every"] == 1 and saved["aux"]["size"] == 32
+
+
+# ------------------------------------------------------------------- real photos (issue 14, point 5)
+
+
+def test_wearing_nll_scores_the_set_for_a_real_masked_photo():
+    """PRESENT (a real masked photo) scores -log(p_correct + p_incorrect); a known class is plain cross-entropy."""
+    from mfrbench.generators.parts import wearing_nll
+    from mfrbench.generators.seg import PRESENT
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
+    nll = wearing_nll(logits, torch.tensor([PRESENT, 2]))
+    p = logits.softmax(1)
+    assert nll[0].item() == pytest.approx(-torch.log(p[0, 0] + p[0, 1]).item(), rel=1e-5)
+    assert nll[1].item() == pytest.approx(torch.nn.functional.cross_entropy(logits[1:], torch.tensor([2])).item())
+
+
+class _Outputs(torch.nn.Module):
+    """A "network" whose outputs are its parameters: the gradient a loss sends to each output."""
+
+    def __init__(self, *shapes):
+        super().__init__()
+        self.outs = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(s)) for s in shapes])
+
+    def forward(self, x):
+        return self.outs[0] if len(self.outs) == 1 else tuple(self.outs)
+
+
+def _real_batch(size: int = 16):
+    """Row 0 an mtf row (every label known), row 1 a real masked photo (no map, nose/mouth/chin unknown)."""
+    from mfrbench.generators.seg import PRESENT, REAL_MASKED_UNKNOWN, AuxBatch
+
+    part_known = torch.ones(2, len(PARTS), dtype=torch.bool)
+    part_known[1, [PARTS.index(p) for p in REAL_MASKED_UNKNOWN]] = False
+    maps = torch.zeros(2, size, size, dtype=torch.uint8)
+    maps[0, size // 2:] = 1
+    return AuxBatch(maps, torch.ones(2, len(PARTS)), torch.tensor([0, PRESENT]), torch.tensor([True, False]),
+                    part_known)
+
+
+def test_det_loss_sends_nothing_to_the_parts_a_real_photo_does_not_tell():
+    from mfrbench.generators.parts import _det_loss
+    from mfrbench.generators.seg import REAL_MASKED_UNKNOWN, AuxConfig
+
+    net = _Outputs((2, len(PARTS)), (2, len(WEARING)))
+    sum(_det_loss(net, None, _real_batch(), AuxConfig(module="det")).values()).backward()
+    g = net.outs[0].grad
+    unknown = [PARTS.index(p) for p in REAL_MASKED_UNKNOWN]
+    assert (g[1, unknown] == 0).all() and (g[1, [PARTS.index("face"), PARTS.index("eyes")]] != 0).all()
+    assert (g[0] != 0).all() and (net.outs[1].grad[1] != 0).any()
+
+
+@pytest.mark.parametrize("topk", [0.0, 0.05])
+def test_seg_loss_has_no_pixel_term_on_a_real_masked_photo(topk):
+    """Only the top-k pixels of a real masked photo get a gradient (none with topk 0); the mtf row all of them."""
+    from mfrbench.generators.seg import AuxConfig, _seg_loss
+
+    net = _Outputs((2, 1, 16, 16))
+    terms = _seg_loss(net, None, _real_batch(), AuxConfig(seg_real_topk=topk))
+    assert ("present" in terms) == (topk > 0)
+    sum(terms.values()).backward()
+    g = net.outs[0].grad
+    assert (g[0] != 0).all()
+    assert int((g[1] != 0).sum()) == round(topk * 16 * 16)
+
+
+def _toy_domain(name, n=12, size=32, prefix="p"):
+    """What load_domain gives for a folder of real photos: uint8 crops and their keys."""
+    from mfrbench.generators.gan.data import DomainData
+
+    g = torch.Generator().manual_seed(len(prefix))
+    return DomainData(name, torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
+                      [f"{prefix}/{i:04d}.jpg" for i in range(n)], "toy")
+
+
+def _trained_keys(monkeypatch):
+    """Every key the training loop is handed (the training list), recorded at each step."""
+    import mfrbench.generators.seg as seg_mod
+
+    seen, step = set(), seg_mod._aux_step
+
+    def recording(spec, net, opt, train, cfg, i, dev):
+        seen.update(train.keys)
+        return step(spec, net, opt, train, cfg, i, dev)
+
+    monkeypatch.setattr(seg_mod, "_aux_step", recording)
+    return seen
+
+
+@pytest.mark.parametrize("module", ["seg", "det"])
+def test_real_photos_train_are_held_out_by_key_and_read_out_apart(toy_aux, monkeypatch, tmp_path, module):
+    """Real inputs: trained on except the hash-held-out keys, which the loop never sees; read by judge_on_real."""
+    import mfrbench.generators.gan.data as data_mod
+    from mfrbench.generators.gan.data import held_out_keys
+
+    monkeypatch.setattr(data_mod, "load_domain", lambda name, spec, cache, **kw: _toy_domain(
+        name, n=16 if name == "real_masked" else 8, size=kw["size"], prefix=name))
+    seen = _trained_keys(monkeypatch)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    m = toy_aux(module, ["m"], tmp_path / "run", real_masked=[str(photos)], real_faces=[str(photos)],
+                sets=["size=32", "base=4", "batch_size=4"], overrides={"steps": 2}, progress=False, device="cpu")
+    split = json.loads((tmp_path / "run" / "real_split.json").read_text())
+    keys = {"real_masked": _toy_domain("x", 16, prefix="real_masked").keys,
+            "real_faces": _toy_domain("x", 8, prefix="real_faces").keys}
+    for kind, want in keys.items():
+        held = [k for k, h in zip(want, held_out_keys(want, 0.25)) if h]
+        got = split["inputs"][kind][str(photos)]
+        assert got["heldout"] == held and got["train"] == [k for k in want if k not in held]
+        assert not {f"{photos}:{k}" for k in held} & seen                  # never trained on
+        assert {f"{photos}:{k}" for k in got["train"]} <= seen
+    real = m["real"]
+    assert real["n_masked"] == m["heldout_real_masked"] == int(held_out_keys(keys["real_masked"], 0.25).sum())
+    assert m["train_real_masked"] + m["heldout_real_masked"] == 16
+    if module == "seg":
+        assert {"seg_correct_masked", "seg_area_masked", "seg_any_faces"} <= set(real)
+        assert "det_present_masked" not in real
+    else:
+        assert {"det_present_masked", "det_wearing_masked", "det_wearing_faces"} <= set(real)
+        assert "seg_correct_masked" not in real
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["real"] == json.loads(json.dumps(real))
+
+
+def test_a_missing_real_photo_folder_is_one_line_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+
+    res = CliRunner().invoke(cli, ["train-aux", "--module", "det", "--data", str(tmp_path / "mtf"), "--real-masked",
+                                   str(tmp_path / "NOPE"), "--out", str(tmp_path / "run"), "--profile", "smoke"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: --real-masked "), res.output
+    assert "NOPE: no such folder or file" in lines[0] and "masked-photos" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.data
+def test_real_masked_photo_folder_of_the_kit_aligns_trains_and_reads_out(toy_aux, monkeypatch, tmp_path,
+                                                                         masked_photos_root, models_root):
+    """The kit's real masked photos as a folder (YuNet-aligned into RUN/data once): held out by key, read out."""
+    from mfrbench.generators.gan.data import held_out_keys
+
+    seen = _trained_keys(monkeypatch)
+    run = tmp_path / "det"
+    m = toy_aux("det", ["m"], run, real_masked=[str(masked_photos_root)], profile="smoke", progress=False,
+                sets=["size=32", "base=4", "max_images=16", "real_min_face_px=0"], device="cpu")
+    (split,) = json.loads((run / "real_split.json").read_text())["inputs"]["real_masked"].values()
+    assert split["heldout"] and split["train"] and (run / "data" / "real_masked_0" / "manifest.csv").is_file()
+    assert list(held_out_keys(split["heldout"], 0.25)) == [True] * len(split["heldout"])
+    assert not {f"{masked_photos_root.resolve()}:{k}" for k in split["heldout"]} & seen
+    assert m["real"]["n_masked"] == len(split["heldout"]) == m["heldout_real_masked"]
+    assert 0.0 <= m["real"]["det_present_masked"] <= 1.0

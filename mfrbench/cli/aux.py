@@ -15,6 +15,12 @@ from mfrbench.cli import cli
                    "the targets. Required unless --resume.")
 @click.option("--faces", "unmasked", multiple=True, metavar="ALIGNED_DIR",
               help="Unmasked aligned manifest(s) (repeatable): class `none`, empty mask maps.")
+@click.option("--real-masked", "real_masked", multiple=True, metavar="PHOTOS",
+              help="Real masked photos (repeatable; a folder, aligned manifest, RecordIO set or dataset name, as "
+                   "train-gen --masks): 'mask worn' for Det (how, and nose/mouth/chin, unknown: no loss), an "
+                   "image-level term for Seg; a share (real_holdout) is held out by key and read out apart.")
+@click.option("--real-faces", "real_faces", multiple=True, metavar="PHOTOS",
+              help="Real unmasked photos (repeatable; as --real-masked): class `none`, empty maps; held out by key.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder (config.json, checkpoints/last.pt, metrics.json).")
 @click.option("--profile", type=click.Choice(["smoke", "cpu", "paper"]), default=None)
@@ -34,22 +40,27 @@ from mfrbench.cli import cli
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (--steps may grow; other options must match).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_aux_cmd(module, masked, unmasked, out, profile, config_file, sets, steps, batch_size, size, max_images,
-                  eval_every, seed, device, threads, resume, no_progress) -> None:
+def train_aux_cmd(module, masked, unmasked, real_masked, real_faces, out, profile, config_file, sets, steps,
+                  batch_size, size, max_images, eval_every, seed, device, threads, resume, no_progress) -> None:
     """Train the helper networks Seg (U-Net) or Det (part visibility) on mtf output; report held-out scores.
 
-    The held-out split keeps every identity (or source image) on one side.
+    The held-out split keeps every identity (or source image) on one side; real photos (--real-masked,
+    --real-faces) are held out by a hash of their key, the rule train-gen's holdout_masks uses, and
+    their read-out (judge_on_real, as in a GAN run's quality.json) is reported apart from mtf's.
 
     \b
     Examples:
       mfrbench generate --method mtf --manifest out/celeba-aligned --out out/celeba-mtf --mask-type mix --wearing random
       mfrbench train-aux --module seg --data out/celeba-mtf --faces out/celeba-aligned --out runs/seg --profile cpu
       mfrbench train-aux --module det --data out/celeba-mtf --faces out/celeba-aligned --out runs/det --profile cpu
+      mfrbench train-aux --module det --data out/celeba-mtf --faces out/celeba-aligned \
+          --real-masked ../shared/data/masked-faces --out runs/det-real --profile cpu
       mfrbench train-aux --module seg --out runs/seg --resume --steps 3000
     """
     from mfrbench.generators.seg import train_aux
 
-    m = train_aux(module, list(masked), out, unmasked=list(unmasked), profile=profile, config_file=config_file,
+    m = train_aux(module, list(masked), out, unmasked=list(unmasked), real_masked=list(real_masked),
+                  real_faces=list(real_faces), profile=profile, config_file=config_file,
                   sets=sets, overrides={"steps": steps, "batch_size": batch_size, "size": size,
                                         "max_images": max_images, "eval_every": eval_every, "seed": seed},
                   resume=resume, device=device, threads=threads, progress=not no_progress)
@@ -60,7 +71,15 @@ def train_aux_cmd(module, masked, unmasked, out, profile, config_file, sets, ste
     if "confusion" in m["heldout"]:
         click.echo("wearing confusion (rows true, cols predicted; correct/incorrect/none): "
                    f"{m['heldout']['confusion']}")
+    if m.get("real"):
+        click.echo("held-out real photos: " + _show_real(m["real"]))
     click.echo(f"checkpoint: {m['checkpoint']}")
+
+
+def _show_real(real: dict) -> str:
+    """judge_on_real's keys on one line (the per-class wearing shares as correct/incorrect/none)."""
+    return ", ".join(f"{k}={'/'.join(f'{x:.2f}' for x in v.values())}" if isinstance(v, dict) else
+                     f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in real.items())
 
 
 @cli.command("segment")
