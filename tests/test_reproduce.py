@@ -148,3 +148,15 @@ def test_killed_smoke_study_resumes(kit, tmp_path):
     ran = _ran(r.stdout)
     assert "faces" not in ran and "gan-mfgan" in ran
     assert json.loads((killed / "stage.json").read_text())["attempt"] == 2
+
+
+def test_stage_table_gives_the_clock_span_beside_the_sum_of_stage_times():
+    """With --jobs 2 two stages overlap: the clock saw 1m40s of a study whose stages add up to 2m30s."""
+    from mfrbench.cli.study import stages_markdown
+
+    def row(name, secs, start, end):
+        return {"stage": name, "kind": "k", "status": "done", "seconds": secs, "attempt": 1, "reason": "",
+                "started": f"2026-12-03T10:{start}", "finished": f"2026-12-03T10:{end}"}
+
+    md = stages_markdown([row("a", 60, "00:00", "01:00"), row("b", 90, "00:10", "01:40")])
+    assert "| **all** | 2 | **2m30s** | |" in md and "finish: **1m40s**" in md

@@ -136,7 +136,7 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
             click.echo(line, err=True)
         rep = None if helper else publish_report(graph, outp)  # a helper leaves the report to the first process
         if rep is not None:
-            write_study_record(graph, opts, cmd, rep)
+            write_study_record(graph, opts, cmd, rep, jobs=jobs)
             if publish:
                 click.echo(f"published: {publish_to(rep, Path(publish))}")
             click.echo(f"report: {rep} (tables/<benchmark>/, html/report.html)")
