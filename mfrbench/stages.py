@@ -178,9 +178,9 @@ def fingerprint(path: str | os.PathLike) -> str:
         else:
             for dirpath, dirnames, filenames in os.walk(p, followlinks=False):
                 dirnames.sort()
-                rel = os.path.relpath(dirpath, p)
+                rel, real = os.path.relpath(dirpath, p), os.path.realpath(dirpath)  # once per folder, not per file
                 for f in sorted(filenames):
-                    full = os.path.join(os.path.realpath(dirpath), f)
+                    full = os.path.join(real, f)
                     try:
                         st = os.stat(full)
                         d = cache.digest(full, st) if stat.S_ISREG(st.st_mode) else "not-a-file"
