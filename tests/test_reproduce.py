@@ -123,7 +123,7 @@ def test_dry_run_plans_without_working_and_names_missing_data(study, kit, tmp_pa
     assert r.returncode == 0 and "todo" in r.stdout and not (fresh / "stages").exists()
 
 
-def test_user_mistakes_are_one_line(tmp_path):
+def test_user_mistakes_are_one_line(kit, tmp_path):  # the plan needs a data root: skips without the kit
     for args, msg in ((["--generators", "stylegan"], "valid: mtf"), (["--losses", "hinge"], "valid: softmax"),
                       (["--set", "nope=1"], "not a study setting"), (["--only", "zzz*", "--dry-run"], "matches no")):
         r = _reproduce(tmp_path / "x", *args, timeout=60)
