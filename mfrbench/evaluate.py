@@ -468,6 +468,7 @@ class Verification:
     breakdown: list[dict]
     rocs: dict[str, tuple]
     notes: list[str]
+    main_roc: str = ""         # the curve that carries the row's TAR@FAR (the report overlays it across cells)
 
 
 def verify(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig, *, progress: bool = True) -> Verification:
@@ -489,7 +490,8 @@ def verify(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig, *, progr
         notes.append(f"TAR@FAR, AUC, EER from the {proto.far_set!r} set ({res['n_impostor']} impostor pairs); "
                      "accuracy from the pair list")
     fields = {k: v for k, v in main.items() if k not in ("roc", "warnings")}
-    return Verification(fields, breakdown, rocs, notes + main.get("warnings", []))
+    main_roc = (proto.far_set if proto.far_set else "pair list") if proto.pairs is not None else next(iter(sets), "")
+    return Verification(fields, breakdown, rocs, notes + main.get("warnings", []), main_roc)
 
 
 def _breakdown_row(subset: str, v: dict) -> dict:
@@ -582,6 +584,39 @@ def _plots(out_dir: Path, eval_id: str, title: str, rocs: dict[str, tuple], cmc:
     return roc_png, cmc_png
 
 
+def curves_path(plots_dir: Path, eval_id: str) -> Path:
+    """Where an evaluation's curves are kept (beside its ROC/CMC images in the store's ``plots/``)."""
+    return Path(plots_dir) / f"{eval_id}-curves.npz"
+
+
+def save_curves(path: Path, rocs: dict[str, tuple], main_roc: str, cmc: np.ndarray | None) -> None:
+    """The ROC and CMC arrays as a plain ``.npz`` (no pickles), so a report can draw several cells on
+    one figure: ``names`` / ``main`` (strings), ``fpr<i>`` / ``tpr<i>`` per curve, ``cmc``."""
+    import io
+
+    from mfrbench.imageio import atomic_write_bytes
+
+    curves = {k: v for k, v in rocs.items() if v[0] is not None}
+    arrays: dict[str, np.ndarray] = {"names": np.array(list(curves), dtype=str), "main": np.array(main_roc)}
+    for i, (fpr, tpr) in enumerate(curves.values()):
+        arrays[f"fpr{i}"], arrays[f"tpr{i}"] = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+    if cmc is not None and len(cmc):
+        arrays["cmc"] = np.asarray(cmc, np.float64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_curves(path: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+    """(main ROC as (fpr, tpr) or None, CMC or None) of a :func:`save_curves` file."""
+    with np.load(path, allow_pickle=False) as z:
+        names = [str(n) for n in z["names"]]
+        main = str(z["main"])
+        i = names.index(main) if main in names else (0 if names else -1)
+        roc = (z[f"fpr{i}"], z[f"tpr{i}"]) if i >= 0 else None
+        return roc, (z["cmc"] if "cmc" in z.files else None)
+
+
 def _model_fields(info: dict) -> dict:
     """The model's columns of a row (its training data's generator identity included)."""
     row: dict[str, Any] = {}
@@ -618,8 +653,9 @@ def write(store: str | os.PathLike, row: dict, ver: Verification, ident: Identif
     from mfrbench.results import append_row, store_paths
 
     title = f"{cfg.benchmark} | {row.get('model')} ({row['metric']}{', flip' if cfg.flip else ''})"
-    row["roc_png"], row["cmc_png"] = _plots(store_paths(store)[0] / "plots", row["eval_id"], title, ver.rocs,
-                                            ident.cmc)
+    plots = store_paths(store)[0] / "plots"
+    row["roc_png"], row["cmc_png"] = _plots(plots, row["eval_id"], title, ver.rocs, ident.cmc)
+    save_curves(curves_path(plots, row["eval_id"]), ver.rocs, ver.main_roc, ident.cmc)
     row["seconds"] = round(time.time() - t0, 2)
     breakdown = [{**b, "benchmark": cfg.benchmark} for b in ver.breakdown + ident.breakdown]
     append_row(store, row, breakdown)

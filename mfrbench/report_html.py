@@ -8,8 +8,10 @@ folder can be committed, zipped or mailed and opened in any browser. The page ho
   in every copy, so it has no paper values), from the store's ``kind=quality`` rows;
 * a **sample grid**: the same 8 faces through every generator (input | output | mask map);
 * per benchmark, **Table II** and **Table III** with their CIs and the paper's values side by side
-  (the paper tests on RMFRD only, so its values stand next to ``rmfrd`` alone), the **ROC** (log-FAR)
-  and **CMC** plots each evaluation wrote, and the **breakdown** by pair type and mask type;
+  (the paper tests on RMFRD only, so its values stand next to ``rmfrd`` alone), one **ROC** (log-FAR)
+  and one **CMC** figure per Table II column and for Table III with a curve per cell (drawn from the
+  curves each evaluation saves; a column with an older evaluation shows each cell's own images), and
+  the **breakdown** by pair type and mask type;
 * the **provenance** of every number: each cell's tooltip names its row (eval id, recognizer run,
   config hash, generator hash, protocol, data) and links to the provenance table at the end.
 
@@ -418,8 +420,101 @@ def _copy_plot(src: str, store_dir: Path, dest: Path) -> bool:
     return False
 
 
-def _plots_html(prov: _Provenance, used: dict[str, str], bench: str, store_dir: Path, images: Path,
-                written: set[str]) -> tuple[str, list[str]]:
+def _curves_of(prov: _Provenance, eid: str, store_dir: Path):
+    """The saved curves of one evaluation, looked up beside its ROC image and under the store's ``plots/``."""
+    from mfrbench.evaluate import curves_path, load_curves
+
+    src = prov.rows[eid].get("roc_png")
+    dirs = ([Path(str(src)).parent] if isinstance(src, str) and src else []) + [store_dir / "plots"]
+    for d in dirs:
+        p = curves_path(d, eid)
+        if p.is_file():
+            return load_curves(p)
+    return None
+
+
+def _overlay(kind: str, curves: dict[str, object], title: str, dest: Path) -> None:
+    """One figure with a curve per cell (the way cells are compared), saved as a 256-colour PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from mfrbench.evaluate import FARS
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
+    for label, c in curves.items():
+        if kind == "roc":
+            fpr, tpr = c
+            m = fpr > 0
+            ax.step(fpr[m], tpr[m], where="post", label=label, lw=1.2)
+        else:
+            ax.plot(np.arange(1, len(c) + 1), c, marker="o", ms=2.5, lw=1.2, label=label)
+    if kind == "roc":
+        for f in FARS:
+            ax.axvline(f, color="0.8", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("FAR (log scale)")
+        ax.set_ylabel("TAR")
+    else:
+        ax.set_xlabel("rank")
+        ax.set_ylabel("identification rate")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = dest.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    with Image.open(tmp) as im:
+        im.convert("RGB").quantize(256).save(dest, optimize=True)
+    tmp.unlink()
+
+
+def _overlay_html(prov: _Provenance, title: str, cells: dict[str, str], bench: str, store_dir: Path,
+                  images: Path, written: set[str]) -> str | None:
+    """ROC and CMC of a group of cells on one figure each; None when a cell has no saved curves (an
+    evaluation made before they were saved), and the caller shows each cell's own plots instead."""
+    loaded = {eid: _curves_of(prov, eid, store_dir) for eid in cells}
+    if not cells or any(v is None for v in loaded.values()):
+        return None
+    figs = []
+    for i, kind in enumerate(("roc", "cmc")):
+        curves = {cells[e]: v[i] for e, v in loaded.items() if v[i] is not None}
+        if not curves:
+            continue
+        name = f"{kind}-{_slug(bench)}-{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')}.png"
+        _overlay(kind, curves, f"{bench} | {title}", images / name)
+        written.add(name)
+        links = ", ".join(f'<a href="#{_anchor(e)}">{_e(cells[e])}</a>' for e in cells if loaded[e][i] is not None)
+        figs.append(f'<figure><img src="{IMAGES}/{_e(name)}" alt="{kind.upper()} {_e(title)}" width="480">'
+                    f"<figcaption>{kind.upper()} · {_e(title)}: {links}</figcaption></figure>")
+    return "".join(figs)
+
+
+def _plots_html(prov: _Provenance, groups: list[tuple[str, dict[str, str]]], labels: dict[str, str], bench: str,
+                store_dir: Path, images: Path, written: set[str]) -> tuple[str, list[str]]:
+    """Per group of cells (a Table II column, Table III): one ROC and one CMC with a curve per cell
+    (``labels``: each cell's full name, for the fallback to its own images)."""
+    figs, missing, shown = [], [], set()
+    for title, cells in groups:
+        over = _overlay_html(prov, title, cells, bench, store_dir, images, written)
+        if over is None:  # each cell's own images, once per page section
+            over, miss = _cell_plots_html(prov, {e: labels[e] for e in cells if e not in shown}, bench, store_dir,
+                                          images, written)
+            missing += miss
+            shown.update(cells)
+        figs.append(f"<h4>{_e(title)}</h4>" + over)
+    if not any(cells for _, cells in groups):
+        return "<p>No evaluation fills a cell of these tables, so there is no curve to show.</p>", missing
+    return "".join(figs) + _missing_html(missing, "Missing plots"), missing
+
+
+def _cell_plots_html(prov: _Provenance, used: dict[str, str], bench: str, store_dir: Path, images: Path,
+                     written: set[str]) -> tuple[str, list[str]]:
+    """Each cell's own ROC and CMC images, as its evaluation drew them."""
     figs, missing = [], []
     for eid, label in used.items():
         row = prov.rows[eid]
@@ -434,9 +529,7 @@ def _plots_html(prov: _Provenance, used: dict[str, str], bench: str, store_dir: 
             figs.append(f'<figure><img src="{IMAGES}/{_e(name)}" alt="{kind.upper()} {_e(label)}" width="400">'
                         f'<figcaption>{kind.upper()} · {_e(label)} · <a href="#{_anchor(eid)}">{_e(eid)}</a>'
                         "</figcaption></figure>")
-    if not used:
-        return "<p>No evaluation fills a cell of these tables, so there is no curve to show.</p>", missing
-    return "".join(figs) + _missing_html(missing, "Missing plots"), missing
+    return "".join(figs), missing
 
 
 def _count(v) -> str:
@@ -469,20 +562,33 @@ def _breakdown_html(bd: pd.DataFrame, prov: _Provenance, used: dict[str, str], b
 
 
 # --------------------------------------------------------------------------- page
+def _plot_groups(used2: dict[str, str], used3: dict[str, str], loss: str) -> list[tuple[str, dict[str, str]]]:
+    """Table II's cells by loss (one figure compares the generators under one loss), then Table III's."""
+    by_loss: dict[str, dict[str, str]] = {}
+    for eid, label in used2.items():
+        gen, _, name = label.partition(" / ")
+        by_loss.setdefault(name, {})[eid] = gen
+    groups = [(f"Table II, {name}", cells) for name, cells in by_loss.items()]
+    if used3:
+        groups.append((f"Table III ({loss})", {e: lab.rsplit(" (", 1)[0] for e, lab in used3.items()}))
+    return groups
+
+
 def _benchmark_section(res: pd.DataFrame, bd: pd.DataFrame, prov: _Provenance, bench: str, *, loss: str,
                        with_paper: bool, store_dir: Path, images: Path, written: set[str]) -> tuple[str, list[str]]:
     head = f'<h2 id="bench-{_slug(bench)}">Benchmark {_e(bench)}</h2>'
     if not ((res["kind"] == "eval") & (res["benchmark"].astype(str) == bench)).any():
         line = f"{bench}: no eval rows in the store (not measured; its data may be absent)"
         return head + _missing_html([line], "Not measured"), [line]
-    t2, m2, used = _table2_html(res, prov, bench, with_paper)
+    t2, m2, used2 = _table2_html(res, prov, bench, with_paper)
     t3, m3, used3 = _table3_html(res, prov, bench, loss, with_paper)
+    used = dict(used2)
     for k, v in used3.items():
         used.setdefault(k, v)
-    plots, mp = _plots_html(prov, used, bench, store_dir, images, written)
+    plots, mp = _plots_html(prov, _plot_groups(used2, used3, loss), used, bench, store_dir, images, written)
     lines = [f"{bench} Table II: {m}" for m in m2] + [f"{bench} Table III: {m}" for m in m3] + \
             [f"{bench} plots: {m}" for m in mp]
-    return (head + t2 + t3 + "<h3>ROC (log-FAR) and CMC of each filled cell</h3>" + plots
+    return (head + t2 + t3 + "<h3>ROC (log-FAR) and CMC, a curve per filled cell</h3>" + plots
             + f"<h3>Breakdown on {_e(bench)} by pair type and mask type</h3>" + _breakdown_html(bd, prov, used, bench)
             ), lines
 

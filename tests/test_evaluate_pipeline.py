@@ -74,6 +74,11 @@ def test_eval_folder_appends_rows_plots_protocol(kit, rmfrd_root, tmp_path):
                                "histogram bins=65536"
     assert row.n_probes == 4 and row.n_gallery_ids == 2 and row.rank5 == 1.0  # only 2 identities
     assert Path(row.roc_png).is_file() and Path(row.cmc_png).is_file()
+    from mfrbench.evaluate import curves_path, load_curves
+
+    (fpr, tpr), cmc = load_curves(curves_path(Path(row.roc_png).parent, row.eval_id))  # the report overlays these
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and fpr[-1] == tpr[-1] == 1.0
+    assert cmc[0] == pytest.approx(row.rank1, abs=1e-4) and len(cmc) == 2 and np.all(np.diff(cmc) >= 0)
     proto = tmp_path / "res" / "protocols" / f"folder-{row.protocol_id}"
     meta = json.loads((proto / "protocol.json").read_text())
     assert meta["counts"]["allpairs:masked-unmasked"] == 16 and (proto / "probes.csv").is_file()

@@ -295,3 +295,33 @@ def test_empty_store_says_what_is_missing_and_old_images_go(tmp_path):
     assert "rmfrd: no eval rows in the store" in text and "X: no manifest at" in text
     assert "Table I: MTF: no quality row" in text
     assert sorted(p.name for p in (tmp_path / "o" / "images").iterdir()) == ["mine.png"]
+
+
+def test_cells_with_saved_curves_share_one_roc_and_one_cmc_per_table_column(tmp_path):
+    """Evaluations that saved their curves are drawn together (a curve per generator under one loss, and
+    Table III's variants on theirs); a column with one cell lacking its curves falls back to each cell's
+    own images, and an image of a cell the report no longer shows is removed."""
+    from PIL import Image
+
+    from mfrbench.evaluate import curves_path, save_curves
+
+    store = tmp_path / "results"
+    fpr = np.array([0.0, 1e-4, 1e-3, 1e-2, 1.0])
+    for i, (eid, gen, loss) in enumerate([("a-mtf", "mtf", "arcface"), ("a-mfgan", "mfgan", "arcface"),
+                                          ("a-noinv", "mfgan-no-inv", "arcface"), ("s-mtf", "mtf", "softmax"),
+                                          ("s-mfgan", "mfgan", "softmax")]):
+        _eval(store, eid, gen, "mfgan" if gen.startswith("mfgan") else "mtf", loss, 0.8 + i / 100)
+        if eid != "s-mfgan":  # this softmax cell was evaluated before curves were saved
+            save_curves(curves_path(store / "plots", eid), {"pair list": (fpr, np.minimum(1, fpr * 0 + 0.2 * i
+                        + np.linspace(0, 0.5, 5)))}, "pair list", np.linspace(0.3, 0.6, 5))
+    page = write_html_report(store, tmp_path / "out", benchmarks=["rmfrd"])
+    text = page.read_text(encoding="utf-8")
+    imgs = {p.name for p in (tmp_path / "out" / "images").iterdir()}
+    assert {"roc-rmfrd-table-ii-arcface.png", "cmc-rmfrd-table-ii-arcface.png"} <= imgs, imgs
+    assert any(n.startswith("roc-rmfrd-table-iii") for n in imgs), imgs
+    assert "roc-rmfrd-a-mtf.png" not in imgs  # overlaid, so no image of its own
+    assert {"roc-rmfrd-s-mtf.png", "roc-rmfrd-s-mfgan.png"} <= imgs  # softmax column: each cell's own plots
+    roc = text[text.index("ROC · Table II, ArcFace"):]
+    assert 'href="#' in roc[:roc.index("</figcaption>")] and "MFGAN" in roc[:roc.index("</figcaption>")]
+    with Image.open(tmp_path / "out" / "images" / "roc-rmfrd-table-ii-arcface.png") as im:
+        assert im.size[0] >= 400 and len(im.getcolors(1 << 16) or []) > 3  # a drawn figure, not a blank
