@@ -29,6 +29,13 @@ Gaps in the paper that we had to fill (documented choices, all in :class:`IAMGAN
 5. *Seg*: trained here on ``mtf`` outputs (``mfrbench train-aux --module seg``), not on the
    authors' data. ``seg_checkpoint`` is required: without it this would be plain CycleGAN.
 6. The terms start from step 0 (no warm-up), and ``G_F`` gets no extra term.
+
+``pix_region="alpha"`` (compositing output only; not the paper's, which has no alpha) takes the
+non-mask region from the generator's own exact map instead of Seg: ``keep = 1 - A`` (detached), so the
+term is ``sum(A (1 - A) |C - f|) / sum(1 - A)``. It is zero where ``A`` is 0 or 1 and penalises only
+a translucent mask. With Seg's map, a faint mask that Seg misses is penalised as a changed face,
+which makes it fainter still: the ``cpu`` run's IAMGAN masks were translucent (Seg-correct 0.19,
+against CycleGAN's 0.94 without the term; issue 14).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ class IAMGANConfig(CycleGANConfig):
 
     lambda_pix: float = 10.0          # segmentation-guided L1 on the non-mask region
     lambda_feat: float = 1.0          # 1 - cos(E(f), E(G_M(f)))
+    pix_region: str = "seg"           # non-mask region of `pix`: "seg" (Seg of G_M(f), the paper's) or "alpha"
     seg_checkpoint: str | None = None  # a `train-aux --module seg` run (required)
     recognizer: str | None = None      # a `train-fr` run (optional; feature term off without it)
 
@@ -67,6 +75,10 @@ class IAMGAN(CycleGAN):
     cfg: IAMGANConfig
 
     def build(self) -> None:
+        if self.cfg.pix_region not in ("seg", "alpha"):
+            raise MfrbenchError(f"Expected pix_region 'seg' or 'alpha', but got {self.cfg.pix_region!r}")
+        if self.cfg.pix_region == "alpha" and self.cfg.output != "composite":
+            raise MfrbenchError("pix_region=alpha needs a compositing generator (--set output=composite)")
         super().build()
         from mfrbench.generators.seg import load_seg
 
@@ -86,12 +98,17 @@ class IAMGAN(CycleGAN):
 
     def extra_generator_losses(self, step: CycleStep, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """IAMGAN's two terms on CycleGAN's ``G_M(f)`` (see :meth:`identity_terms`)."""
-        return self.identity_terms(step.real_f, step.fake_m)
+        return self.identity_terms(step.real_f, step.fake_m, step.alpha_m)
 
-    def identity_terms(self, real_f: torch.Tensor, fake_m: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted pixel-level (``pix``) and feature-level (``feat``) identity terms of ``fake_m = G_M(real_f)``."""
+    def identity_terms(self, real_f: torch.Tensor, fake_m: torch.Tensor, alpha: torch.Tensor | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """Weighted pixel-level (``pix``) and feature-level (``feat``) identity terms of ``fake_m = G_M(real_f)``
+        (``alpha``: G_M's alpha map, the non-mask region under ``pix_region="alpha"``)."""
         with torch.no_grad():
-            keep = 1.0 - self.seg.probs(fake_m.detach().float())       # (B, 1, S, S), 1 = not mask
+            if self.cfg.pix_region == "alpha":
+                keep = 1.0 - alpha.detach().float()                     # the generator's own exact map
+            else:
+                keep = 1.0 - self.seg.probs(fake_m.detach().float())    # (B, 1, S, S), 1 = not mask
         diff = (fake_m - real_f).abs().mean(1, keepdim=True)           # (B, 1, S, S)
         terms = {"pix": self.cfg.lambda_pix * (diff * keep).sum() / keep.sum().clamp_min(1.0)}
         if self.recognizer is not None and self.cfg.lambda_feat > 0:

@@ -85,6 +85,32 @@ def test_iamgan_terms_pixel_and_feature(tmp_path):
     assert fake.grad is not None and fake.grad.abs().sum() > 0
 
 
+def test_iamgan_alpha_region_penalises_only_a_translucent_mask(tmp_path):
+    """pix_region=alpha: the non-mask region is 1 - A, so an opaque or absent mask costs nothing and a
+    half-transparent one costs A (1 - A) |C - f|; it needs a compositing generator."""
+    from mfrbench.generators.gan.config import resolve_config
+    from mfrbench.generators.gan.contract import build_gan
+    from mfrbench.generators.seg import AuxConfig, save_aux_model
+
+    save_aux_model(tmp_path / "seg", UNet(base=4), AuxConfig(module="seg", base=4, size=32))
+    model = {"ngf": 4, "ndf": 4, "n_blocks": 1, "seg_checkpoint": str(tmp_path / "seg"), "pix_region": "alpha",
+             "output": "composite"}
+    t, m = resolve_config("iamgan", "smoke", train={"size": 32}, model=model)
+    gan = build_gan(t, m)
+    real, content = torch.rand(2, 3, 32, 32) * 2 - 1, torch.zeros(2, 3, 32, 32)
+    alpha = torch.zeros(2, 1, 32, 32)
+    alpha[..., 16:, :] = 1.0                                         # an opaque mask on the lower half
+    fake = alpha * content + (1 - alpha) * real
+    assert gan.identity_terms(real, fake, alpha)["pix"].item() == pytest.approx(0.0, abs=1e-6)
+    half = torch.full_like(alpha, 0.5)
+    fake = half * content + (1 - half) * real
+    expected = m.lambda_pix * (0.5 * 0.5 * real.abs().mean(1)).sum().item() / (0.5 * 2 * 32 * 32)
+    assert gan.identity_terms(real, fake, half)["pix"].item() == pytest.approx(expected, rel=1e-4)
+    t, m = resolve_config("iamgan", "smoke", train={"size": 32}, model={**model, "output": "plain"})
+    with pytest.raises(MfrbenchError, match="needs a compositing generator"):
+        build_gan(t, m)
+
+
 def _toy_aux_data(n: int = 12, size: int = 32):
     """Random crops with a box mask in the lower half; 6 identities (a held-out split exists)."""
     from mfrbench.generators.seg import AuxData
