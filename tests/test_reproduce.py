@@ -160,3 +160,24 @@ def test_stage_table_gives_the_clock_span_beside_the_sum_of_stage_times():
 
     md = stages_markdown([row("a", 60, "00:00", "01:00"), row("b", 90, "00:10", "01:40")])
     assert "| **all** | 2 | **2m30s** | |" in md and "finish: **1m40s**" in md
+
+
+def test_every_stage_runs_with_the_threads_option_whatever_jobs_is(kit, tmp_path, monkeypatch):
+    """Numbers must not depend on --jobs: the process's torch threads are --threads before any stage runs."""
+    import torch
+    from click.testing import CliRunner
+
+    from mfrbench.cli import cli
+    from mfrbench.stages import Graph
+
+    monkeypatch.setenv("MFRBENCH_CACHE", str(tmp_path / "cache"))
+    seen, before = [], torch.get_num_threads()
+    monkeypatch.setattr(Graph, "run", lambda self, *a, **k: seen.append(torch.get_num_threads()))
+    try:
+        for threads in ("1", "2"):
+            res = CliRunner().invoke(cli, ["reproduce", "--profile", "smoke", "--out", str(tmp_path / "s"),
+                                           "--root", str(kit), "--threads", threads, "--only", "faces"])
+            assert res.exit_code == 0, res.output
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]

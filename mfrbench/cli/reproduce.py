@@ -77,7 +77,8 @@ def publish_to(report: Path, dest: Path) -> Path:
               help="Processes sharing the study, one per core (--jobs 2 on 2 cores): each takes the next stage "
                    "whose needs are met.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads of the training stages (1 is fastest on a shared machine).")
+              help="Torch threads of every stage, in each of the --jobs processes (1 is fastest on a shared "
+                   "machine; the same value gives the same numbers with any --jobs).")
 @click.option("--with-paper/--no-paper", default=True, show_default=True, help="The paper's values beside ours.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data root [default: $MFRBENCH_DATA or ../shared/data].")
@@ -118,6 +119,9 @@ def reproduce_cmd(profile, out, generators, losses, benchmarks, no_ablations, se
         return
     helper = J.is_helper()
     J.share_threads(jobs)
+    from mfrbench.runs import set_threads
+
+    set_threads(threads)  # every stage of every process: a number must not depend on --jobs (float sums)
     args = ["reproduce", "--profile", profile, "--out", str(out), "--seed", str(seed), "--workers", str(workers),
             "--threads", str(threads), "--with-paper" if with_paper else "--no-paper"] + [
         a for k, v in (("--generators", generators), ("--losses", losses), ("--benchmarks", benchmarks),
