@@ -187,6 +187,9 @@ def main() -> None:
             r = throughput(method, a.threads, reps)
             print(f"{method:<10}{r['ours_b32']:>10.1f}{r['ours_b1']:>10.1f}{r['ours_b32'] / r['ours_b1']:>9.2f}"
                   f"{r['bare_b32']:>10.1f}{r['bare_b1']:>10.1f}{r['bare_b32'] / r['bare_b1']:>9.2f}", flush=True)
+        cpu = os.times()
+        print(f"# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+              f"CPU {cpu.user + cpu.system:.1f} s, loadavg at the end {os.getloadavg()}")
         return
 
     print(f"# bench_gan  torch {torch.__version__}  threads={a.threads}  loadavg={os.getloadavg()}  "
