@@ -411,6 +411,7 @@ class Graph:
                 if blocker:
                     status[it.name] = "blocked"
                     reasons[it.name] = f"needs {blocker} ({status.get(blocker)})"
+                    view.finish(it)
                     n += 1
                     echo(f"[{n}/{total}] {it.name}: not run, {reasons[it.name]}")
                     break
@@ -438,10 +439,14 @@ class Graph:
                 return None
             prev = read_state(it.folder)
             if prev.get("key") == it.key and not self.stages[it.name].soft_deps:
+                done = None
                 if prev.get("status") in ("done", "skipped"):
-                    return ("cached" if prev["status"] == "done" else "skipped"), prev.get("reason", "")
-                if prev.get("status") == "failed" and float(prev.get("t_started", 0)) > self._t_start:
-                    return "failed-elsewhere", prev.get("error", "")  # failed in another process of this run
+                    done = ("cached" if prev["status"] == "done" else "skipped"), prev.get("reason", "")
+                elif prev.get("status") == "failed" and float(prev.get("t_started", 0)) > self._t_start:
+                    done = "failed-elsewhere", prev.get("error", "")  # failed in another process of this run
+                if done is not None:
+                    view.finish(it)  # another process's work counts on this bar too, or it ends short of 100 %
+                    return done
             view.start(n, it)
             try:
                 return self._run_locked(it, status, prev)

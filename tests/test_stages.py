@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,7 +244,14 @@ def test_two_runs_on_one_study_never_run_a_stage_twice(tmp_path):
 
 STEAL_SCRIPT = textwrap.dedent("""
     import os, sys, time
+    from mfrbench import stages
     from mfrbench.stages import Graph, Stage
+
+    counted = stages._Progress.finish
+    def finish(self, it):  # what this process's progress bar counts
+        print("COUNTED", it.name)
+        counted(self, it)
+    stages._Progress.finish = finish
 
     def work(name, fail=False):
         def run(ctx):
@@ -282,6 +290,8 @@ def test_two_processes_share_the_work_and_never_run_a_stage_twice(tmp_path, mode
         assert x["summary"]["pid"] != y["summary"]["pid"]  # the two independent stages ran side by side
         assert z["attempt"] == 1 and z["status"] == "done"
         assert sum(o.count("done by another run") for o in outs) >= 1
+        for o in outs:  # each process's bar reaches the end, counting the other's stages too
+            assert sorted(re.findall(r"^COUNTED (\w)", o, flags=re.M)) == ["x", "y", "z"], o
     else:
         assert y["status"] == "failed" and not z  # z never started, in either process
         assert sum("y FAILED (in another run)" in o for o in outs) == 1 and all("ERROR" in o for o in outs)
