@@ -241,6 +241,7 @@ def test_run_readout_writes_quality_json_and_grid(tmp_path):
     res = run_readout(model, faces, masks, None, tmp_path, seg=_BoxSeg(), n_faces=4, n_refs=3)
     saved = json.loads((tmp_path / "quality.json").read_text())
     assert saved["seg_correct"] == 1.0 == res["seg_correct"] and saved["nonmask_source"] == "alpha"
+    assert saved["seg_correct_ci"] == [1.0, 1.0]  # every output correct: the face bootstrap cannot move it
     assert {"nonmask_full", "nonmask_train", "mask_area", "ref_keys"} <= set(saved)
     assert len(saved["ref_keys"]) == 3 and "style" not in saved and "realism" not in saved
     assert (tmp_path / "quality_grid.png").is_file()

@@ -120,3 +120,20 @@ def test_identity_bootstrap_rank_ci_covers_the_truth():
         probe_hits += lo <= 0.5 <= hi
     assert hits >= 180, f"identity bootstrap covered the true Rank-1 in {hits}/200 benchmarks"
     assert probe_hits <= 160, f"probe bootstrap covered {probe_hits}/200: the simulation lacks identity effects"
+
+
+def test_cluster_mean_ci_is_the_rank_ci_of_the_same_draws_and_needs_clusters():
+    """A share's face-bootstrap CI (the GAN read-outs') equals Rank-1's identity-bootstrap CI on the same
+    correct/incorrect outcomes and clusters (same seed: the same draws); resampling clusters, not outputs,
+    widens the CI when a cluster's outputs agree."""
+    from mfrbench.metrics.bootstrap import bootstrap_mean_ci
+
+    rng = np.random.default_rng(3)
+    faces = np.repeat(np.arange(16), 4)                       # 16 faces x 4 references
+    correct = (rng.random(16) < 0.7)[faces] ^ (rng.random(64) < 0.1)
+    ranks = np.where(correct, 1, 2)
+    assert bootstrap_mean_ci(correct, faces, seed=5) == bootstrap_rank_ci(ranks, faces, 1, seed=5)
+    lo, hi = bootstrap_mean_ci(correct, faces)
+    lo_o, hi_o = bootstrap_mean_ci(correct, np.arange(64))    # as if the 64 outputs were independent
+    assert lo <= correct.mean() <= hi and (hi - lo) > (hi_o - lo_o)
+    assert bootstrap_mean_ci([0.25] * 8, np.arange(8)) == (0.25, 0.25)

@@ -7,7 +7,9 @@ Seg) and Det (``train.readout_det``):
 
 * **correctness**: ``seg_correct`` = share of outputs whose Seg map covers >= 80 % of the nose-mouth
   box and <= 5 % of the eye band (:func:`face_boxes`, from the ArcFace 5-point template);
-  ``det_correct_wearing`` = share Det's wearing head calls ``correct``;
+  ``det_correct_wearing`` = share Det's wearing head calls ``correct``; each with a 95 % CI that resamples
+  the faces (``seg_correct_ci``, ``det_correct_wearing_ci``: one face's outputs under the references are
+  not independent), so two runs' shares can be compared;
 * **fidelity**: non-mask SSIM / PSNR with the evaluator's definitions (:mod:`mfrbench.quality`'s
   :func:`~mfrbench.quality.nonmask_ssim_psnr`, i.e. :mod:`mfrbench.metrics.quality`), outside the
   generator's exact map (a compositing generator's alpha) or, for a plain generator, the common Seg's
@@ -262,6 +264,15 @@ def _finite(v: Any) -> Any:
     return v
 
 
+def _face_ci(correct: np.ndarray, n_faces: int, seed: int) -> list[float]:
+    """95 % CI of a share over the outputs, resampling the faces: output ``j`` is face ``j % n_faces`` under
+    reference ``j // n_faces``, so one face's outputs under several references are not independent."""
+    from mfrbench.metrics.bootstrap import bootstrap_mean_ci
+
+    c = np.asarray(correct, dtype=np.float64).ravel()
+    return [round(v, 4) for v in bootstrap_mean_ci(c, np.arange(len(c)) % n_faces, n_boot=1000, seed=seed)]
+
+
 def run_readout(model: Any, faces: DomainData, masks: DomainData, held: DomainData | None, run_dir: Path, *,
                 seg: Any, det: Any = None, seg_run: str | None = None, det_run: str | None = None,
                 n_faces: int = 16, n_refs: int = 4, n_kid: int = 200, seed: int = 0) -> dict:
@@ -288,12 +299,14 @@ def run_readout(model: Any, faces: DomainData, masks: DomainData, held: DomainDa
                            "size_train": model.train_cfg.size, "size_out": int(src.shape[1]),
                            "seg_run": seg_run, "det_run": det_run,
                            "seg_correct": float(cov["correct"].mean()),
+                           "seg_correct_ci": _face_ci(cov["correct"], len(src), seed),
                            "nose_mouth_cov": float(cov["nose_mouth"].mean()),
                            "eye_band_cov": float(cov["eye_band"].mean()),
                            "face_keys": [faces.keys[i] for i in face_idx], "ref_keys": [masks.keys[i] for i in ref_idx]}
     if det is not None:
         _, wear = det.predict(_as_tensor(all_out, det.device))
         res["det_correct_wearing"] = float((wear.argmax(1) == 0).mean())
+        res["det_correct_wearing_ci"] = _face_ci(np.asarray(wear.argmax(1) == 0), len(src), seed)
     src_all = np.concatenate([src] * len(outs))
     keep = ~all_map if composite else ~seg_maps
     res["nonmask_source"] = "alpha" if composite else f"seg:{seg_run}"
