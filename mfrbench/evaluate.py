@@ -541,46 +541,17 @@ def identify(E: np.ndarray, prep: Prepared, metric: str, cfg: EvalConfig) -> Ide
 # --------------------------------------------------------------------------- step 5: plot and write
 def _plots(out_dir: Path, eval_id: str, title: str, rocs: dict[str, tuple], cmc: np.ndarray | None
            ) -> tuple[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mfrbench.viz import curve_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     roc_png = cmc_png = ""
     curves = {k: v for k, v in rocs.items() if v[0] is not None}
     if curves:
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
-        for name, (fpr, tpr) in curves.items():
-            m = fpr > 0
-            ax.step(fpr[m], tpr[m], where="post", label=name)
-        for f in FARS:
-            ax.axvline(f, color="0.8", lw=0.8, zorder=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("FAR (log scale)")
-        ax.set_ylabel("TAR")
-        ax.set_ylim(0, 1.01)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        path = out_dir / f"{eval_id}-roc.png"
-        fig.savefig(path)
-        plt.close(fig)
-        roc_png = str(path)
+        roc_png = str(out_dir / f"{eval_id}-roc.png")
+        curve_figure("roc", curves, title, roc_png, fars=FARS)
     if cmc is not None and len(cmc):
-        fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
-        ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", ms=3)
-        ax.set_xlabel("rank")
-        ax.set_ylabel("identification rate")
-        ax.set_ylim(0, 1.01)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / f"{eval_id}-cmc.png"
-        fig.savefig(path)
-        plt.close(fig)
-        cmc_png = str(path)
+        cmc_png = str(out_dir / f"{eval_id}-cmc.png")
+        curve_figure("cmc", {"": cmc}, title, cmc_png, legend=None)
     return roc_png, cmc_png
 
 

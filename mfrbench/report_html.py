@@ -435,39 +435,13 @@ def _curves_of(prov: _Provenance, eid: str, store_dir: Path):
 
 def _overlay(kind: str, curves: dict[str, object], title: str, dest: Path) -> None:
     """One figure with a curve per cell (the way cells are compared), saved as a 256-colour PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     from mfrbench.evaluate import FARS
+    from mfrbench.viz import curve_figure
 
-    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=100)
-    for label, c in curves.items():
-        if kind == "roc":
-            fpr, tpr = c
-            m = fpr > 0
-            ax.step(fpr[m], tpr[m], where="post", label=label, lw=1.2)
-        else:
-            ax.plot(np.arange(1, len(c) + 1), c, marker="o", ms=2.5, lw=1.2, label=label)
-    if kind == "roc":
-        for f in FARS:
-            ax.axvline(f, color="0.8", lw=0.8, zorder=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("FAR (log scale)")
-        ax.set_ylabel("TAR")
-    else:
-        ax.set_xlabel("rank")
-        ax.set_ylabel("identification rate")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     tmp = dest.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
+    curve_figure(kind, curves, title, tmp, fars=FARS, size=(5.6, 4.2), dpi=100, lw=1.2, ms=2.5, legend=7)
     with Image.open(tmp) as im:
         im.convert("RGB").quantize(256).save(dest, optimize=True)
     tmp.unlink()

@@ -47,3 +47,41 @@ def manifest_grid(manifest_dir: str | os.PathLike, out_png: str | os.PathLike, *
     pts = list(df[show]) if show and show in df.columns else None
     save_image(out_png, image_grid(imgs, cols=cols, points=pts))
     return Path(out_png)
+
+
+def curve_figure(kind: str, curves: dict, title: str, path: str | os.PathLike, *, fars: Sequence[float] = (),
+                 size: tuple[float, float] = (5, 4), dpi: int = 110, lw: float = 1.5, ms: float = 3,
+                 legend: int | None = 8) -> None:
+    """One ROC (``kind="roc"``: label -> (fpr, tpr), log-FAR axis, a grey line at each of ``fars``) or CMC
+    (``kind="cmc"``: label -> identification rate by rank) figure, a curve per entry, saved as PNG.
+    ``legend``: its font size, or None for no legend (one unnamed curve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    for label, c in curves.items():
+        if kind == "roc":
+            fpr, tpr = c
+            m = fpr > 0
+            ax.step(fpr[m], tpr[m], where="post", label=label, lw=lw)
+        else:
+            ax.plot(np.arange(1, len(c) + 1), c, marker="o", ms=ms, lw=lw, label=label)
+    if kind == "roc":
+        for f in fars:
+            ax.axvline(f, color="0.8", lw=0.8, zorder=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("FAR (log scale)")
+        ax.set_ylabel("TAR")
+    else:
+        ax.set_xlabel("rank")
+        ax.set_ylabel("identification rate")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if legend is not None:
+        ax.legend(fontsize=legend, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
