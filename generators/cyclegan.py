@@ -67,12 +67,15 @@ class CycleGANConfig:
     lambda_alpha_area: float = 10.0  # composite only: each image's drawn area kept inside alpha_area
     alpha_area: tuple[float, float] = (0.15, 0.35)
     alpha_bias_init: float = -0.55  # composite only: initial alpha-channel bias (A ~ 0.25)
+    cycle_drawn_weight: float = 1.0  # composite only: cycle L1 weight where the first pass drew (cycle_weight)
 
     def __post_init__(self) -> None:
         check_output(self.output)
         if self.upsample not in UPSAMPLE_KINDS:
             raise MfrbenchError(f"Expected upsample in {UPSAMPLE_KINDS}, but got {self.upsample!r}")
         object.__setattr__(self, "alpha_area", tuple(float(v) for v in self.alpha_area))
+        if not 0.0 <= self.cycle_drawn_weight <= 1.0:
+            raise MfrbenchError(f"Expected cycle_drawn_weight in [0, 1], but got {self.cycle_drawn_weight}")
 
 
 @dataclass
@@ -86,6 +89,24 @@ class StyleCodes:
     target: torch.Tensor            # (B, style_dim)
     second: torch.Tensor | None     # (B, style_dim)
     domains: torch.Tensor           # (B,) style domain of each reference
+
+
+def cycle_weight(alpha: torch.Tensor | None, drawn: float) -> torch.Tensor | None:
+    """Per-pixel weight of a cycle L1: ``drawn`` where the first pass drew (its alpha), 1 where it kept the input.
+
+    A mask hides what is under it, so ``G_F(G_M(x)) = x`` can only hold inside the mask if ``G_M`` hides
+    the mouth in the mask: CycleGAN meets its cycle loss by such hidden signals (Chu, Zhmoginov, Sandler,
+    "CycleGAN, a Master of Steganography", arXiv:1712.02950, 2017). ``drawn < 1`` asks less of the cycle
+    there. The alpha is detached: the weight must not pay ``G_M`` to draw more. ``None`` (plain output, or
+    ``drawn == 1``): the plain L1.
+
+    >>> a = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3)
+    >>> cycle_weight(a, 0.0).flatten().tolist(), cycle_weight(a, 1.0)
+    ([1.0, 0.5, 0.0], None)
+    """
+    if alpha is None or drawn == 1.0:
+        return None
+    return 1 - (1 - drawn) * alpha.detach()
 
 
 @dataclass
@@ -201,8 +222,8 @@ class CycleGAN(TrainableGAN):
         terms = {
             "G_M_gan": lsgan_g_loss(self.D_M(step.fake_m), step.g_weight),
             "G_F_gan": lsgan_loss(self.D_F(step.fake_f), True),
-            "cyc_F": l1(step.rec_f, step.real_f) * c.lambda_cycle,
-            "cyc_M": l1(step.rec_m, step.real_m) * c.lambda_cycle,
+            "cyc_F": l1(step.rec_f, step.real_f, cycle_weight(step.alpha_m, c.cycle_drawn_weight)) * c.lambda_cycle,
+            "cyc_M": l1(step.rec_m, step.real_m, cycle_weight(step.alpha_f, c.cycle_drawn_weight)) * c.lambda_cycle,
         }
         if c.lambda_identity > 0:  # G_M should leave masked faces alone, G_F unmasked ones
             w = c.lambda_cycle * c.lambda_identity

@@ -128,6 +128,34 @@ def test_cyclegan_composite_step_logs_alpha_terms_and_starts_near_the_input():
     assert not {"alpha_M_l1"} & set(plain.train_step(_batch(), np.random.default_rng(0)))
 
 
+def test_cycle_drawn_weight_leaves_what_the_mask_covers_out_of_the_cycle():
+    """With cycle_drawn_weight 0, the face cycle is blind where G_M drew (alpha 1) and plain L1 where it kept x
+    (the term lives in CycleGAN's step, which IAMGAN and MFGAN inherit)."""
+    t, m = resolve_config("cyclegan", "smoke", model={"output": "composite", "cycle_drawn_weight": 0.0})
+    g = build_gan(t, m)
+    b = _batch()
+    with torch.no_grad():
+        step = g.cycle(b, g.style_codes(b, np.random.default_rng(0)))
+    half = torch.zeros_like(step.alpha_m)
+    half[..., :32] = 1.0                                                     # drew the left half, kept the right
+    step.alpha_m, step.alpha_f = half, torch.zeros_like(half)
+    terms = g.generator_terms(step)
+    err = (step.rec_f - step.real_f).abs()
+    assert float(terms["cyc_F"]) == pytest.approx(float(err[..., 32:].mean()) / 2 * g.cfg.lambda_cycle, rel=1e-5)
+    assert float(terms["cyc_M"]) == pytest.approx(float((step.rec_m - step.real_m).abs().mean()) * g.cfg.lambda_cycle,
+                                                  rel=1e-5)                # G_F drew nothing: the plain L1
+    # MFGAN's cpu profile leaves the mask out of the cycle (family profile_model); the others and paper keep 1
+    assert resolve_config("mfgan", "cpu")[1].cycle_drawn_weight == 0.0
+    assert resolve_config("mfgan-no-cor", "cpu")[1].cycle_drawn_weight == 0.0
+    assert resolve_config("mfgan", "cpu", model={"cycle_drawn_weight": 1.0})[1].cycle_drawn_weight == 1.0
+    assert resolve_config("mfgan", "paper")[1].cycle_drawn_weight == 1.0
+    assert resolve_config("cyclegan", "cpu")[1].cycle_drawn_weight == 1.0
+    assert resolve_config("iamgan", "cpu")[1].cycle_drawn_weight == 1.0
+    for method in ("cyclegan", "iamgan", "mfgan"):
+        with pytest.raises(MfrbenchError, match="cycle_drawn_weight"):
+            resolve_config(method, "smoke", model={"cycle_drawn_weight": 1.5})
+
+
 def test_composite_generator_maps_are_its_alpha(tmp_path):
     t, m = resolve_config("cyclegan", "smoke", model={"output": "composite"})
     model = build_gan(t, m)

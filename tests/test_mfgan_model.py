@@ -186,6 +186,29 @@ def test_sty_term_trains_e_only_through_its_prediction(stand_in_aux, tmp_path):
     assert any(g is not None and g.abs().sum() > 0 for g in grads)    # E learns as the predictor
 
 
+def test_inv_region_alpha_takes_l_inv_outside_the_generators_own_alpha(stand_in_aux, tmp_path):
+    """inv_region=alpha: L_inv = mean(((G_M(f) - f) * [A <= 0.5])^2), and Seg is not asked (it would steer L_inv)."""
+    train, cfg = resolve_config("mfgan", None, train=dict(size=32, steps=3, batch_size=2),
+                                model={**TINY, "stage_steps": (1, 2, 0), "output": "composite", "inv_region": "alpha"})
+    gan = build_gan(train, cfg)
+    faces, masks = _domain("f", 6, 32, 1), _domain("m", 6, 32, 2)
+    gan.prepare(faces, masks, tmp_path)
+    gan.step = 1                                                       # stage 2: L_inv on
+    batch, rng = step_batch(faces, masks, gan.step, train, gan.device)
+    step = gan.cycle(batch, gan.style_codes(batch, rng))
+    gan.seg = None                                                     # any call to Seg would fail
+    step.alpha_m = torch.zeros_like(step.alpha_m)
+    step.alpha_m[..., 16:, :] = 0.9                                    # "drew" the lower half
+    inv = gan.extra_generator_losses(step, rng)["inv"]
+    keep = (step.alpha_m <= 0.5).float()
+    expected = ((step.fake_m - step.real_f) * keep).pow(2).mean() * cfg.lambda_inv
+    assert float(inv) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(M.MfrbenchError, match="inv_region=alpha needs a compositing"):
+        resolve_config("mfgan", None, model={**TINY, "inv_region": "alpha"})
+    with pytest.raises(M.MfrbenchError, match="inv_region"):
+        resolve_config("mfgan", None, model={**TINY, "output": "composite", "inv_region": "pixels"})
+
+
 def test_resume_is_exact_across_a_stage_boundary(stand_in_aux, tmp_path):
     full, _ = _train("mfgan", tmp_path / "full", steps=6)
     # stages (1, 3, 2): interrupt after step 4 (the callback runs before that step's checkpoint, so the

@@ -96,7 +96,8 @@ def resolve_configs(method: str, profile: str | None = None, *, config_file: Con
 
     Args:
         method: the registered family (``--method``); picks the model-config class.
-        profile: a name in :data:`PROFILES` (its ``model`` keys that the family lacks are skipped).
+        profile: a name in :data:`PROFILES` (its ``model`` keys that the family lacks are skipped), with the
+            family's own ``profile_model`` entries for it over them.
         config_file: YAML with sections ``train:`` and ``model:`` (or that mapping).
         train_sets, model_sets: ``KEY=VALUE`` strings (or mappings) for each section.
         train, model: explicit options; ``None`` values are "not given".
@@ -113,7 +114,8 @@ def resolve_configs(method: str, profile: str | None = None, *, config_file: Con
         raise MfrbenchError(f"config file {config_file}: unknown sections {unknown}; expected train: and model:")
     t = resolve(TrainConfig, profile=prof.get("train"), file=data.get("train") or {}, sets=train_sets,
                 options=train, fixed={"method": spec.name}, where="train config")
-    prof_model = {k: v for k, v in (prof.get("model") or {}).items() if k not in getattr(spec, "preset", {})}
+    prof_model = {**(prof.get("model") or {}), **spec.cls.profile_model.get(profile or "", {})}
+    prof_model = {k: v for k, v in prof_model.items() if k not in getattr(spec, "preset", {})}
     m = resolve(spec.config_cls, profile=prof_model, file=data.get("model") or {}, sets=model_sets,
                 options=model, lenient_profile=True, where=f"{method} config")
     if t.config.size % 4:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 class TrainableGAN(abc.ABC):
     """A GAN family: see the module docstring for the contract (``build``, ``train_step``, ``networks``)."""
+
+    #: this family's own model defaults per profile, applied over the shared profile's ``model`` keys
+    #: (a setting measured on one family only; ``--set`` and a config file still win over it)
+    profile_model: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, cfg: Any, train: TrainConfig, device: torch.device | str = "cpu") -> None:
         self.cfg, self.train_cfg, self.device = cfg, train, torch.device(device)

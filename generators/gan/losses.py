@@ -12,9 +12,16 @@ def lsgan_loss(pred: torch.Tensor, target_is_real: bool) -> torch.Tensor:
     return F.mse_loss(pred, target)
 
 
-def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error (cycle-consistency and identity losses)."""
-    return (a - b).abs().mean()
+def l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error (cycle-consistency and identity losses), each pixel times ``weight`` if given
+    (broadcast to ``a``; the mean is still over all pixels, so a weight of 1 everywhere is the plain L1).
+
+    >>> a, b = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    >>> float(l1(a, b)), float(l1(a, b, torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)))
+    (1.0, 0.5)
+    """
+    d = (a - b).abs()
+    return (d if weight is None else d * weight).mean()
 
 
 def lsgan_per_sample(pred: torch.Tensor, target: float) -> torch.Tensor:
