@@ -181,3 +181,17 @@ def test_every_stage_runs_with_the_threads_option_whatever_jobs_is(kit, tmp_path
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 2]
+
+
+def test_a_gan_stage_is_keyed_on_the_config_its_profile_resolves(monkeypatch):
+    """A profile is a name for settings in code: changing what it resolves to must rerun the GAN stage.
+
+    (The key was the profile's name: MFGAN's cpu cycle weight changed and the stage stayed cached.)"""
+    from mfrbench.cli.study import _gan_config_hash
+    from mfrbench.generators.mfgan import MFGAN
+
+    before = _gan_config_hash("mfgan", "cpu")
+    assert before == _gan_config_hash("mfgan", "cpu")                        # stable
+    assert before != _gan_config_hash("mfgan-no-cor", "cpu") != _gan_config_hash("cyclegan", "cpu")
+    monkeypatch.setattr(MFGAN, "profile_model", {"cpu": {"cycle_drawn_weight": 0.5}})
+    assert _gan_config_hash("mfgan", "cpu") != before

@@ -258,6 +258,18 @@ def _aux(ctx: StageContext) -> dict:
     return {k: v for k, v in m.items() if isinstance(v, (int, float, str))}
 
 
+def _gan_config_hash(method: str, profile: str) -> str:
+    """The hash of the config a ``gan-<method>`` stage resolves (its judges' paths aside: they are its deps).
+
+    A profile is a name for settings that live in code: keying on the name alone kept a stage cached after
+    the profile's meaning changed (MFGAN's ``cpu`` cycle weight), so the stage is keyed on what it resolves."""
+    from mfrbench.config import config_hash
+    from mfrbench.generators.gan.config import GAN_RUN_CONTROL, resolve_config, run_config
+
+    train, model = resolve_config(method, profile, train={"holdout_masks": HOLDOUT})
+    return config_hash(run_config(train, model, profile=profile), exclude=GAN_RUN_CONTROL)
+
+
 def _gan(ctx: StageContext) -> dict:
     from mfrbench.generators.gan.train import train_gan
 
@@ -493,7 +505,7 @@ def build_study(opts: StudyOptions, out: str | Path) -> list[Stage]:
                                 roles={"aux-data": "aux-data", "faces": "faces"}, kind=f"aux-{module}"))
     for m in learned:
         stages.append(Stage(f"gan-{m}", _gan, {"method": m, "profile": sp.gan_profile, "threads": thr,
-                                               "holdout": HOLDOUT},
+                                               "holdout": HOLDOUT, "config": _gan_config_hash(m, sp.gan_profile)},
                             roles={"faces": "faces", "real-masked": "real-masked", "seg": "seg", "det": "det"},
                             kind="gan"))
     n_faces = sp.faces_limit or 6274
