@@ -186,6 +186,8 @@ def test_holdout_split_is_stable_and_disjoint():
     kept2, held2 = d.subset(np.arange(199, -1, -1)).split(0.25)
     assert set(held2.keys) == set(held.keys)                           # order does not matter
     assert d.split(0.0) == (d, None)
+    with pytest.raises(MfrbenchError, match="already be a training split made by this rule"):
+        kept.split(0.25)                                               # a split of a split holds out nothing
 
 
 def test_recordio_faces_domain(kit, tmp_path):

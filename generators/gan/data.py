@@ -78,8 +78,10 @@ class DomainData:
         held = np.flatnonzero(is_held)
         kept = np.flatnonzero(~is_held)
         if not len(held) or not len(kept):
+            hint = (" (these crops may already be a training split made by this rule: pass the whole set)"
+                    if not len(held) and len(self) >= 20 else " (pass more photos, or set the hold-out share to 0)")
             raise MfrbenchError(f"domain {self.name}: holding out {holdout:.0%} of {len(self)} crops leaves "
-                                f"{len(kept)} to train on and {len(held)} held out")
+                                f"{len(kept)} to train on and {len(held)} held out{hint}")
         return self.subset(kept), self.subset(held)
 
     def batch(self, idx: np.ndarray, flips: np.ndarray, device: torch.device) -> torch.Tensor:
