@@ -202,7 +202,7 @@ def test_inv_region_alpha_takes_l_inv_outside_the_generators_own_alpha(stand_in_
     inv = gan.extra_generator_losses(step, rng)["inv"]
     keep = (step.alpha_m <= 0.5).float()
     expected = ((step.fake_m - step.real_f) * keep).pow(2).mean() * cfg.lambda_inv
-    assert float(inv) == pytest.approx(float(expected), rel=1e-6)
+    assert float(inv.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     with pytest.raises(M.MfrbenchError, match="inv_region=alpha needs a compositing"):
         resolve_config("mfgan", None, model={**TINY, "inv_region": "alpha"})
     with pytest.raises(M.MfrbenchError, match="inv_region"):
