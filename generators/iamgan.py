@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from mfrbench.errors import MfrbenchError
 from mfrbench.generators.base import register_generator
 from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig, CycleStep
+from mfrbench.generators.gan.composite import check_mask_source
 from mfrbench.generators.gan.contract import register_gan_method
 from mfrbench.generators.gan.generator import GANMaskGenerator
 from mfrbench.generators.gan.pool_ema import set_requires_grad
@@ -75,10 +76,7 @@ class IAMGAN(CycleGAN):
     cfg: IAMGANConfig
 
     def build(self) -> None:
-        if self.cfg.pix_region not in ("seg", "alpha"):
-            raise MfrbenchError(f"Expected pix_region 'seg' or 'alpha', but got {self.cfg.pix_region!r}")
-        if self.cfg.pix_region == "alpha" and self.cfg.output != "composite":
-            raise MfrbenchError("pix_region=alpha needs a compositing generator (--set output=composite)")
+        check_mask_source("pix_region", self.cfg.pix_region, self.cfg.output)
         super().build()
         from mfrbench.generators.seg import load_seg
 

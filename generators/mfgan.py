@@ -81,6 +81,7 @@ from mfrbench.generators._blocks import (
 from mfrbench.generators.base import register_generator
 from mfrbench.generators.cyclegan import CycleGAN, CycleGANConfig, CycleStep, StyleCodes
 from mfrbench.generators.gan.checkpoint import load_gan
+from mfrbench.generators.gan.composite import check_mask_source
 from mfrbench.generators.gan.contract import GAN_METHODS, GANMethod
 from mfrbench.generators.gan.data import GANBatch, load_domain, to_uint8
 from mfrbench.generators.gan.generator import GANMaskGenerator, translate_crops
@@ -327,10 +328,7 @@ class MFGANConfig(CycleGANConfig):
             if len(self.stage_steps) != 3 or min(self.stage_steps) < 0:
                 raise MfrbenchError(f"Expected three non-negative stage_steps, but got {self.stage_steps}")
         object.__setattr__(self, "cor_covered", tuple(self.cor_covered))
-        if self.inv_region not in ("seg", "alpha"):
-            raise MfrbenchError(f"Expected inv_region 'seg' or 'alpha', but got {self.inv_region!r}")
-        if self.inv_region == "alpha" and self.output != "composite":
-            raise MfrbenchError("inv_region=alpha needs a compositing generator (--set output=composite)")
+        check_mask_source("inv_region", self.inv_region, self.output)
 
 
 def split_stages(total: int, stage_steps: Sequence[int] | None) -> tuple[int, int, int]:

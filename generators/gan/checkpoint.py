@@ -19,7 +19,7 @@ import torch
 
 from mfrbench.config import config_hash
 from mfrbench.errors import MfrbenchError
-from mfrbench.generators.gan.config import GAN_EXTENDABLE, GAN_RUN_CONTROL, configs_from_dict, run_config
+from mfrbench.generators.gan.config import GAN_EXTENDABLE, GAN_RUN_CONTROL, configs_from_dict, gan_config_hash
 from mfrbench.generators.gan.contract import TrainableGAN, build_gan
 from mfrbench.runs import CONFIG, RunDir
 from mfrbench.runs import load_checkpoint as load_run_checkpoint
@@ -76,4 +76,4 @@ def run_config_hash(run_dir: str | os.PathLike, model: TrainableGAN | None = Non
         return str(saved.get("config_hash") or config_hash(saved))
     if model is None:
         raise MfrbenchError(f"no {CONFIG} in {f.parent}: not a GAN run folder")
-    return config_hash(run_config(model.train_cfg, model.cfg), exclude=GAN_RUN_CONTROL)
+    return gan_config_hash(model.train_cfg, model.cfg)

@@ -48,6 +48,15 @@ from mfrbench.errors import MfrbenchError
 OUTPUT_KINDS = ("plain", "composite")
 
 
+def check_mask_source(option: str, value: str, output: str) -> None:
+    """A loss term's mask map comes from ``seg`` (Seg on the output) or ``alpha`` (the generator's own, which
+    only a compositing generator has): IAMGAN's ``pix_region``, MFGAN's ``inv_region``."""
+    if value not in ("seg", "alpha"):
+        raise MfrbenchError(f"Expected {option} 'seg' or 'alpha', but got {value!r}")
+    if value == "alpha" and output != "composite":
+        raise MfrbenchError(f"{option}=alpha needs a compositing generator (--set output=composite)")
+
+
 def check_output(kind: str) -> str:
     if kind not in OUTPUT_KINDS:
         raise MfrbenchError(f"Expected output in {OUTPUT_KINDS}, but got {kind!r}")

@@ -137,6 +137,13 @@ def run_config(train: TrainConfig, model_cfg: Any, *, profile: str | None = None
             "train": train, "model": model_cfg}
 
 
+def gan_config_hash(train: TrainConfig, model_cfg: Any, *, profile: str | None = None) -> str:
+    """12 hex digits identifying what a GAN run with these configs trains (run-control keys left out)."""
+    from mfrbench.config import config_hash
+
+    return config_hash(run_config(train, model_cfg, profile=profile), exclude=GAN_RUN_CONTROL)
+
+
 def configs_from_dict(config: Mapping[str, Any]) -> tuple[TrainConfig, Any]:
     """The two frozen configs back from a saved run record (JSON), typed like a fresh resolve."""
     spec = get_method(config["method"])

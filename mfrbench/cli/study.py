@@ -263,11 +263,10 @@ def _gan_config_hash(method: str, profile: str) -> str:
 
     A profile is a name for settings that live in code: keying on the name alone kept a stage cached after
     the profile's meaning changed (MFGAN's ``cpu`` cycle weight), so the stage is keyed on what it resolves."""
-    from mfrbench.config import config_hash
-    from mfrbench.generators.gan.config import GAN_RUN_CONTROL, resolve_config, run_config
+    from mfrbench.generators.gan.config import gan_config_hash, resolve_config
 
     train, model = resolve_config(method, profile, train={"holdout_masks": HOLDOUT})
-    return config_hash(run_config(train, model, profile=profile), exclude=GAN_RUN_CONTROL)
+    return gan_config_hash(train, model, profile=profile)
 
 
 def _gan(ctx: StageContext) -> dict:
