@@ -329,3 +329,48 @@ def test_real_masked_photo_folder_of_the_kit_aligns_trains_and_reads_out(toy_aux
     assert not {f"{masked_photos_root.resolve()}:{k}" for k in split["heldout"]} & seen
     assert m["real"]["n_masked"] == len(split["heldout"]) == m["heldout_real_masked"]
     assert 0.0 <= m["real"]["det_present_masked"] <= 1.0
+
+
+def _square_batch(b: int = 8, s: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey faces with a bright square 'mask' and its exact map."""
+    x = torch.full((b, 3, s, s), -0.6)
+    maps = torch.zeros((b, s, s), dtype=torch.uint8)
+    x[:, :, 36:56, 16:48] = 0.8
+    maps[:, 36:56, 16:48] = 1
+    return x, maps
+
+
+def test_basic_augment_is_flip_and_brightness_only():
+    from mfrbench.generators.seg import augment
+
+    x, maps = _square_batch()
+    y, m = augment(x, maps, np.random.default_rng(3))
+    y2, m2 = augment(x, maps, np.random.default_rng(3), "basic")
+    assert torch.equal(y, y2) and torch.equal(m, m2)
+    assert all(torch.equal(m[i], maps[i]) or torch.equal(m[i], maps[i].flip(-1)) for i in range(len(m)))
+    # an affine of each image's intensities: the map's pixels stay one value, the rest another
+    for i in range(len(y)):
+        assert y[i][:, m[i].bool()].std() < 1e-5 and y[i][:, ~m[i].bool()].std() < 1e-5
+
+
+def test_real_photo_augment_moves_the_map_with_the_image_and_repeats():
+    from mfrbench.generators.seg import augment
+
+    x, maps = _square_batch()
+    y, m = augment(x, maps, np.random.default_rng(5), "real")
+    y2, m2 = augment(x, maps, np.random.default_rng(5), "real")
+    assert torch.equal(y, y2) and torch.equal(m, m2)            # a pure function of the generator's state
+    assert y.shape == x.shape and m.shape == maps.shape and m.dtype == maps.dtype
+    assert set(m.unique().tolist()) <= {0, 1} and y.min() >= -1 and y.max() <= 1
+    assert not torch.equal(m, maps) and not torch.equal(m, maps.flip(-1))   # geometry changed
+    grey = y.mean(1)
+    for i in range(len(y)):                                     # the bright square is still where the map says
+        inside, outside = grey[i][m[i].bool()], grey[i][~m[i].bool()]
+        assert inside.numel() > 0.5 * maps[i].sum() and inside.mean() > outside.mean() + 0.5
+
+
+def test_aux_config_refuses_an_unknown_augment():
+    from mfrbench.generators.seg import AuxConfig
+
+    with pytest.raises(MfrbenchError, match="augment"):
+        AuxConfig(augment="strong")
