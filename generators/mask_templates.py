@@ -439,6 +439,37 @@ def part_points(lmk68: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def wearing_regions(lmk68: np.ndarray, size: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Where a correctly worn mask must be, and must not be, on one face: ``(cover, eyes)`` bool ``(size, size)``.
+
+    ``cover``: the box from the lower nose bridge (point 29) to just below the lower lip (57, plus 2 %
+    of the side), between the outer nostrils (31, 35) or mouth corners (48, 54), whichever is wider:
+    the nose tip, nostrils and mouth of this face. ``eyes``: the box around the twelve eye points
+    (36-47) grown by 3 % of the side, the eyes and their lids. ``scale`` maps the points' pixels to
+    ``size`` (e.g. 64 / 112 for points found on a 112-px crop).
+
+    >>> pts = np.zeros((68, 2)); pts[29] = (50, 60); pts[[31, 35]] = [(44, 70), (68, 70)]
+    >>> pts[[48, 54]] = [(40, 85), (72, 85)]; pts[57] = (56, 95); pts[36:48] = [(30, 45)] * 6 + [(80, 47)] * 6
+    >>> cover, eyes = wearing_regions(pts, 112)
+    >>> (bool(cover[60:98, 40:72].all()), int(cover.sum()) == 38 * 32, bool(eyes[45, 30]), bool(eyes[70, 56]))
+    (True, True, True, False)
+    """
+    p = np.asarray(lmk68, np.float64).reshape(68, 2) * scale
+    m = 0.02 * size
+    x0 = min(p[[31, 48], 0].min(), p[[35, 54], 0].min())
+    x1 = max(p[[31, 48], 0].max(), p[[35, 54], 0].max())
+    y0, y1 = p[29, 1], p[57, 1] + m
+    cover, eyes = np.zeros((size, size), bool), np.zeros((size, size), bool)
+    cover[_span(y0, y1, size), _span(x0, x1, size)] = True
+    e, g = p[36:48], 1.5 * m
+    eyes[_span(e[:, 1].min() - g, e[:, 1].max() + g, size), _span(e[:, 0].min() - g, e[:, 0].max() + g, size)] = True
+    return cover, eyes
+
+
+def _span(a: float, b: float, size: int) -> slice:
+    return slice(int(np.clip(np.floor(a), 0, size)), int(np.clip(np.ceil(b), 0, size)))
+
+
 def hex_to_rgb(color: str) -> np.ndarray:
     """``#rrggbb`` / ``rrggbb`` / ``#rgb`` -> float RGB in [0, 1]."""
     s = color.strip().lstrip("#")

@@ -315,6 +315,8 @@ class MFGANConfig(CycleGANConfig):
     ds_decay: bool = True           # StarGAN v2: lambda_ds -> 0 linearly over stage 3
     seg_threshold: float = 0.5
     inv_region: str = "seg"         # L_inv's non-mask map: "seg" (Seg of G_M(f), the paper's) or "alpha" (composite)
+    lambda_wear: float = 0.0        # composite only (plain: no-op): wearing_loss of G_M's alpha on each face's
+    #                                 landmarks, not the paper's (its lambda_cor asks Det)
     readout_n: int = 16             # faces in the per-stage quality read-out
 
     def __post_init__(self) -> None:
@@ -358,6 +360,8 @@ def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
         names += ["alpha_M_l1", "alpha_M_tv", "alpha_F_l1", "alpha_F_tv"]
         if cfg.lambda_alpha_area > 0:
             names += ["alpha_M_area", "alpha_F_area"]
+    if cfg.lambda_wear > 0 and cfg.output == "composite":
+        names += ["wear"]
     if cfg.use_cor:
         names += ["lambda_cor"]
     if cfg.use_inv and stage >= 2:
@@ -365,6 +369,28 @@ def active_terms(cfg: MFGANConfig, stage: int) -> list[str]:
     if cfg.use_sty and stage >= 3:
         names += ["sty", "ds", "lambda_ds"]
     return names + ["D_M", "D_F", "stage"]
+
+
+def face_wearing_maps(faces: Any, size: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cover, eyes)`` bool ``(N, size, size)`` of every face crop, from its 68 landmarks
+    (:func:`~mfrbench.generators.mask_templates.wearing_regions`; the landmarker mtf uses, on the crop's
+    template face box). About 2 ms a crop on one core; computed once per run (also on resume)."""
+    from mfrbench.faces import Face, create_landmarker
+    from mfrbench.generators.mask_templates import wearing_regions
+
+    lm = create_landmarker("auto")
+    cover, eyes = [], []
+    for i in range(0, len(faces), chunk):
+        crops = faces.crops(range(i, min(i + chunk, len(faces))))
+        r = crops.shape[1] / 112.0
+        box = Face(np.array([15, 12, 97, 116], np.float32) * r, 1.0, np.zeros((5, 2), np.float32))
+        for c in crops:
+            cv, ey = wearing_regions(lm.landmarks(c, box), size, scale=size / c.shape[1])
+            cover.append(cv)
+            eyes.append(ey)
+    log.info("wearing regions of %d faces: cover %.3f, eyes %.3f of the crop", len(cover),
+             float(np.mean(cover)), float(np.mean(eyes)))
+    return torch.from_numpy(np.stack(cover)), torch.from_numpy(np.stack(eyes))
 
 
 # ---------------------------------------------------------------------------------------- backend
@@ -463,6 +489,8 @@ class MFGAN(CycleGAN):
         self._prep["labels"] = labels
         self._prep["by_domain"] = [np.flatnonzero(labels == k) for k in range(self.domains.k)]
         self.domain_grid(masks, feats, Path(run_dir) / "stages")
+        if self.cfg.lambda_wear > 0 and self.composite:   # a plain generator has no alpha to read
+            self._prep["wear"] = face_wearing_maps(faces, self.train_cfg.size)
         rng = np.random.default_rng([self.train_cfg.seed, 424242])
         n = min(self.cfg.readout_n, len(faces))
         self._prep["readout_faces"] = np.sort(rng.choice(len(faces), size=n, replace=False))
@@ -552,6 +580,13 @@ class MFGAN(CycleGAN):
         c = self.cfg
         stage = self.stage_of(self.step)
         terms: dict[str, torch.Tensor] = {}
+        batch = self._prep.get("batch")
+        if "wear" in self._prep and step.alpha_m is not None and batch is not None and batch.face_idx is not None:
+            cover, eyes = (m[torch.as_tensor(batch.face_idx)] for m in self._prep["wear"])
+            flips = torch.as_tensor(batch.face_flips)
+            cover = torch.where(flips[:, None, None], cover.flip(-1), cover).to(step.alpha_m.device)
+            eyes = torch.where(flips[:, None, None], eyes.flip(-1), eyes).to(step.alpha_m.device)
+            terms["wear"] = L.wearing_loss(step.alpha_m, cover, eyes) * c.lambda_wear
         if c.use_inv and stage >= 2:
             # the mask map: Seg's on the output (eq. 3), or the generator's own alpha (inv_region, see the docstring)
             prob = step.alpha_m if c.inv_region == "alpha" else self.seg(step.fake_m)
@@ -577,6 +612,7 @@ class MFGAN(CycleGAN):
         if self.cfg.use_sty and stage >= 3 and "masks" not in self._prep:
             raise MfrbenchError("MFGAN stage 3 needs the masked-photo bank: train through gan.fit.fit "
                                 "(it calls prepare)")
+        self._prep["batch"] = batch                     # its face indices, for per-face terms (lambda_wear)
         out = {**super().train_step(batch, rng), "stage": float(stage)}
         if self.step + 1 in self.stage_ends() and "run_dir" in self._prep:
             self.stage_report(stage)

@@ -204,3 +204,25 @@ def ds_weight(step: int, initial: float, decay_steps: int | None) -> float:
     if not decay_steps:
         return float(initial)
     return float(initial) * max(0.0, 1.0 - step / decay_steps)
+
+
+def wearing_loss(alpha: Tensor, cover: Tensor, eyes: Tensor) -> Tensor:
+    """How far a compositing generator's exact mask ``alpha`` ``(B, 1, H, W)`` is from being worn correctly.
+
+    Per image, the mean of ``1 - A`` over ``cover`` (nose and mouth: the mask must be there) plus the mean
+    of ``A`` over ``eyes`` (it must not be there), ``cover`` and ``eyes`` bool ``(B, H, W)`` from the face's
+    own landmarks (:func:`~mfrbench.generators.mask_templates.wearing_regions`); averaged over the batch.
+    Not in the paper (its λ_cor asks Det, which sees the eyes as visible when a mask touches the lower
+    lids): an option, 0 in the paper's profile.
+
+    >>> a = torch.zeros(1, 1, 4, 4); a[..., 2:, :] = 1.0                  # lower half drawn
+    >>> cover = torch.zeros(1, 4, 4, dtype=torch.bool); cover[:, 2:, 1:3] = True
+    >>> eyes = torch.zeros(1, 4, 4, dtype=torch.bool); eyes[:, :1] = True
+    >>> float(wearing_loss(a, cover, eyes)), float(wearing_loss(1 - a, cover, eyes))
+    (0.0, 2.0)
+    """
+    a = alpha[:, 0].float()
+    def mean_in(x: Tensor, region: Tensor) -> Tensor:
+        r = region.to(x.dtype)
+        return (x * r).flatten(1).sum(1) / r.flatten(1).sum(1).clamp_min(1.0)
+    return (mean_in(1 - a, cover) + mean_in(a, eyes)).mean()

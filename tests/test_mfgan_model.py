@@ -289,3 +289,32 @@ def test_frozen_aux_resizes_and_has_no_gradients():
     p = aux(x)
     assert p.shape == (2, 1, 64, 64) and not p.requires_grad and 0 <= p.min() and p.max() <= 1
     assert all(not q.requires_grad for q in seg.parameters())
+
+
+def test_lambda_wear_reads_each_faces_regions_and_their_flip(stand_in_aux, monkeypatch, tmp_path):
+    """lambda_wear: wearing_loss of G_M's alpha on the batch's own faces' regions, mirrored with a flipped face."""
+    n, s = 6, 32
+    cover = torch.zeros(n, s, s, dtype=torch.bool)
+    cover[:, 18:28, 4:14] = True                                       # left of centre: a flip moves it
+    eyes = torch.zeros(n, s, s, dtype=torch.bool)
+    eyes[:, 6:10, :] = True
+    cover[3] = False                                                   # one face with nothing to cover
+    monkeypatch.setattr(M, "face_wearing_maps", lambda faces, size: (cover[:len(faces)], eyes[:len(faces)]))
+    train, cfg = resolve_config("mfgan", None, train=dict(size=s, steps=3, batch_size=4),
+                                model={**TINY, "stage_steps": (3, 0, 0), "output": "composite", "lambda_wear": 2.0})
+    assert "wear" in M.active_terms(cfg, 1)
+    gan = build_gan(train, cfg)
+    faces, masks = _domain("f", n, s, 1), _domain("m", n, s, 2)
+    gan.prepare(faces, masks, tmp_path)
+    batch, rng = step_batch(faces, masks, 0, train, gan.device)
+    batch.face_idx, batch.face_flips = np.array([0, 1, 3, 2]), np.array([False, True, False, False])
+    gan._prep["batch"] = batch
+    step = gan.cycle(batch, None)
+    step.alpha_m = torch.zeros_like(step.alpha_m)
+    step.alpha_m[..., 18:28, 4:14] = 1.0                               # drawn where the unflipped face needs it
+    wear = float(gan.extra_generator_losses(step, rng)["wear"].detach())
+    # face 0: 0; flipped face 1: its cover is mirrored, none of it drawn (1); face 3: no cover; face 2: 0
+    assert wear == pytest.approx(2.0 * (0 + 1 + 0 + 0) / 4)
+    # a plain generator has no alpha: the option does nothing there (as cycle_drawn_weight), so presets can share it
+    _, plain = resolve_config("mfgan", None, model={**TINY, "lambda_wear": 1.0})
+    assert "wear" not in M.active_terms(plain, 1)

@@ -37,6 +37,8 @@ class GANBatch:
 
     faces: torch.Tensor     # (B, 3, S, S) in [-1, 1], domain Face
     masks: torch.Tensor     # (B, 3, S, S) in [-1, 1], domain Mask
+    face_idx: np.ndarray | None = None    # which face crops (and flipped or not): per-face data of a family
+    face_flips: np.ndarray | None = None
 
 
 @dataclass
@@ -211,7 +213,7 @@ def step_batch(faces: DomainData, masks: DomainData, step: int, train: "TrainCon
     fi, mi = rng.integers(len(faces), size=b), rng.integers(len(masks), size=b)
     ff = rng.random(b) < 0.5 if train.flip else np.zeros(b, bool)
     mf = rng.random(b) < 0.5 if train.flip else np.zeros(b, bool)
-    return GANBatch(faces.batch(fi, ff, device), masks.batch(mi, mf, device)), rng
+    return GANBatch(faces.batch(fi, ff, device), masks.batch(mi, mf, device), fi, ff), rng
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
