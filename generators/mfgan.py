@@ -60,7 +60,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -318,6 +318,9 @@ class MFGANConfig(CycleGANConfig):
     lambda_wear: float = 0.0        # composite only (plain: no-op): wearing_loss of G_M's alpha on each face's
     #                                 landmarks, not the paper's (its lambda_cor asks Det)
     readout_n: int = 16             # faces in the per-stage quality read-out
+
+    #: options added after the study's stages were keyed; at their default they leave the config hash as it was
+    added_options: ClassVar[tuple[str, ...]] = ("lambda_wear",)
 
     def __post_init__(self) -> None:
         super().__post_init__()

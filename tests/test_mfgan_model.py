@@ -318,3 +318,16 @@ def test_lambda_wear_reads_each_faces_regions_and_their_flip(stand_in_aux, monke
     # a plain generator has no alpha: the option does nothing there (as cycle_drawn_weight), so presets can share it
     _, plain = resolve_config("mfgan", None, model={**TINY, "lambda_wear": 1.0})
     assert "wear" not in M.active_terms(plain, 1)
+
+
+def test_an_added_option_at_its_default_keeps_the_config_hash():
+    """lambda_wear came after the study's stages were keyed: at 0 the hash is the one without the key."""
+    from mfrbench.config import config_hash
+    from mfrbench.generators.gan.config import GAN_RUN_CONTROL, gan_config_hash
+
+    train, cfg = resolve_config("mfgan", "cpu")
+    record = run_config(train, cfg, profile="cpu")
+    assert gan_config_hash(train, cfg, profile="cpu") == config_hash(record, exclude=(*GAN_RUN_CONTROL,
+                                                                                      "model.lambda_wear"))
+    _, on = resolve_config("mfgan", "cpu", model={"lambda_wear": 1.0})
+    assert gan_config_hash(train, on, profile="cpu") != gan_config_hash(train, cfg, profile="cpu")

@@ -16,6 +16,7 @@ option given again must equal the saved one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -138,10 +139,17 @@ def run_config(train: TrainConfig, model_cfg: Any, *, profile: str | None = None
 
 
 def gan_config_hash(train: TrainConfig, model_cfg: Any, *, profile: str | None = None) -> str:
-    """12 hex digits identifying what a GAN run with these configs trains (run-control keys left out)."""
+    """12 hex digits identifying what a GAN run with these configs trains (run-control keys left out).
+
+    A model option a family added later (its config class's ``added_options``) is left out while it has
+    its default, which is the behaviour from before it existed: the same training keeps its hash, so a
+    study folder's stages stay cached and the published run keys stay valid."""
     from mfrbench.config import config_hash
 
-    return config_hash(run_config(train, model_cfg, profile=profile), exclude=GAN_RUN_CONTROL)
+    defaults = {f.name: f.default for f in dataclasses.fields(model_cfg)} if dataclasses.is_dataclass(model_cfg) else {}
+    unchanged = [f"model.{k}" for k in getattr(model_cfg, "added_options", ())
+                 if k in defaults and getattr(model_cfg, k) == defaults[k]]
+    return config_hash(run_config(train, model_cfg, profile=profile), exclude=(*GAN_RUN_CONTROL, *unchanged))
 
 
 def configs_from_dict(config: Mapping[str, Any]) -> tuple[TrainConfig, Any]:
