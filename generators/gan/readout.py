@@ -151,7 +151,10 @@ def nonmask_scores(src: np.ndarray, out: np.ndarray, keep: np.ndarray) -> dict[s
     nonmask_ssim_psnr(PairBatch(list(src), list(out), list(keep)), scores)
     psnr = np.array(scores.psnr)
     fin = psnr[np.isfinite(psnr)]
-    return {"ssim": float(np.nanmean(scores.ssim)), "psnr": float(fin.mean()) if len(fin) else float("inf"),
+    ssim = np.array(scores.ssim, np.float64)
+    ssim = ssim[np.isfinite(ssim)]                   # NaN: no non-mask pixel to score (an all-mask output)
+    return {"ssim": float(ssim.mean()) if len(ssim) else float("nan"),
+            "psnr": float(fin.mean()) if len(fin) else float("inf"),
             "n_identical": int((~np.isfinite(psnr)).sum())}
 
 
