@@ -125,6 +125,7 @@ class CycleStep:
     g_weight: torch.Tensor | None = None    # (B,) weight of G_M's adversarial term per sample (None: plain LSGAN)
     d_weight: torch.Tensor | None = None    # (B,) weight of D_M's fake term per fake, pooled with its image
     log: dict[str, float] = field(default_factory=dict)   # readings for the loss log (not losses)
+    batch: GANBatch | None = None           # the step's batch (its face indices: per-face terms, MFGAN's lambda_wear)
 
 
 @register_gan_method("cyclegan", CycleGANConfig)
@@ -211,7 +212,7 @@ class CycleGAN(TrainableGAN):
         rec_f = self.G_F(fake_m)
         fake_f, alpha_f = self.to_face_alpha(batch.masks)
         rec_m = self.to_mask(fake_f, s)
-        return CycleStep(batch.faces, batch.masks, fake_m, rec_f, fake_f, rec_m, codes, alpha_m, alpha_f)
+        return CycleStep(batch.faces, batch.masks, fake_m, rec_f, fake_f, rec_m, codes, alpha_m, alpha_f, batch=batch)
 
     def adversarial_weights(self, step: CycleStep) -> None:
         """Set ``step.g_weight`` / ``step.d_weight`` (per-sample weights of the ``D_M`` terms); none in CycleGAN."""

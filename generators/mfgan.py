@@ -378,15 +378,14 @@ def face_wearing_maps(faces: Any, size: int, chunk: int = 256) -> tuple[torch.Te
     """``(cover, eyes)`` bool ``(N, size, size)`` of every face crop, from its 68 landmarks
     (:func:`~mfrbench.generators.mask_templates.wearing_regions`; the landmarker mtf uses, on the crop's
     template face box). About 2 ms a crop on one core; computed once per run (also on resume)."""
-    from mfrbench.faces import Face, create_landmarker
+    from mfrbench.faces import create_landmarker, template_face
     from mfrbench.generators.mask_templates import wearing_regions
 
     lm = create_landmarker("auto")
     cover, eyes = [], []
     for i in range(0, len(faces), chunk):
         crops = faces.crops(range(i, min(i + chunk, len(faces))))
-        r = crops.shape[1] / 112.0
-        box = Face(np.array([15, 12, 97, 116], np.float32) * r, 1.0, np.zeros((5, 2), np.float32))
+        box = template_face(crops.shape[1])
         for c in crops:
             cv, ey = wearing_regions(lm.landmarks(c, box), size, scale=size / c.shape[1])
             cover.append(cv)
@@ -583,12 +582,11 @@ class MFGAN(CycleGAN):
         c = self.cfg
         stage = self.stage_of(self.step)
         terms: dict[str, torch.Tensor] = {}
-        batch = self._prep.get("batch")
+        batch = step.batch
         if "wear" in self._prep and step.alpha_m is not None and batch is not None and batch.face_idx is not None:
-            cover, eyes = (m[torch.as_tensor(batch.face_idx)] for m in self._prep["wear"])
-            flips = torch.as_tensor(batch.face_flips)
-            cover = torch.where(flips[:, None, None], cover.flip(-1), cover).to(step.alpha_m.device)
-            eyes = torch.where(flips[:, None, None], eyes.flip(-1), eyes).to(step.alpha_m.device)
+            flips = torch.as_tensor(batch.face_flips)[:, None, None]
+            cover, eyes = (torch.where(flips, m.flip(-1), m).to(step.alpha_m.device)
+                           for m in (r[torch.as_tensor(batch.face_idx)] for r in self._prep["wear"]))
             terms["wear"] = L.wearing_loss(step.alpha_m, cover, eyes) * c.lambda_wear
         if c.use_inv and stage >= 2:
             # the mask map: Seg's on the output (eq. 3), or the generator's own alpha (inv_region, see the docstring)
@@ -615,7 +613,6 @@ class MFGAN(CycleGAN):
         if self.cfg.use_sty and stage >= 3 and "masks" not in self._prep:
             raise MfrbenchError("MFGAN stage 3 needs the masked-photo bank: train through gan.fit.fit "
                                 "(it calls prepare)")
-        self._prep["batch"] = batch                     # its face indices, for per-face terms (lambda_wear)
         out = {**super().train_step(batch, rng), "stage": float(stage)}
         if self.step + 1 in self.stage_ends() and "run_dir" in self._prep:
             self.stage_report(stage)

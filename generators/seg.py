@@ -351,6 +351,8 @@ def real_photo_augment(x: torch.Tensor, maps: torch.Tensor, rng: np.random.Gener
     alike; per-channel gains 0.75-1.25 and a saturation change 0.5-1.5; with p = 0.5 a down-up
     resampling to 25-100 % of the side (low-resolution photos); with p = 0.5 a Gaussian blur (sigma
     0.3-1.5 px at 112); with p = 0.3 pixel noise (sigma up to 0.06)."""
+    from torchvision.transforms.functional import gaussian_blur
+
     b, _, s, _ = x.shape
     ang = np.deg2rad(rng.uniform(-20, 20, b))
     scale = rng.uniform(0.85, 1.2, b)
@@ -376,7 +378,8 @@ def real_photo_augment(x: torch.Tensor, maps: torch.Tensor, rng: np.random.Gener
             xi = F.interpolate(F.interpolate(xi, size=(k, k), mode="bilinear", align_corners=False, antialias=True),
                                size=(s, s), mode="bilinear", align_corners=False)
         if blur[i]:
-            xi = _gaussian_blur(xi, float(sigma[i]) * s / 112)
+            sd = float(sigma[i]) * s / 112
+            xi = gaussian_blur(xi, [2 * max(1, int(np.ceil(3 * sd))) + 1] * 2, [sd, sd])
         out.append(xi)
     x = torch.cat(out)
     if noise.any():
@@ -384,14 +387,6 @@ def real_photo_augment(x: torch.Tensor, maps: torch.Tensor, rng: np.random.Gener
                             device=x.device)
         x = x + n
     return x.clamp(-1, 1), maps
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, int(np.ceil(3 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k, groups=x.shape[1])
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2), groups=x.shape[1])
 
 
 def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -41,6 +41,12 @@ class Face:
     lmk68: np.ndarray | None = None  # (68, 2) iBUG order
 
 
+def template_face(side: int) -> Face:
+    """The face box of an aligned ``side``-px crop (the ArcFace 112-px template's, scaled): what a landmarker is
+    given for a crop that was aligned, not detected (the read-out's mtf, MFGAN's wearing regions)."""
+    return Face(np.array([15, 12, 97, 116], np.float32) * (side / 112.0), 1.0, np.zeros((5, 2), np.float32))
+
+
 class Detector:
     name = "detector"
 

@@ -308,7 +308,6 @@ def test_lambda_wear_reads_each_faces_regions_and_their_flip(stand_in_aux, monke
     gan.prepare(faces, masks, tmp_path)
     batch, rng = step_batch(faces, masks, 0, train, gan.device)
     batch.face_idx, batch.face_flips = np.array([0, 1, 3, 2]), np.array([False, True, False, False])
-    gan._prep["batch"] = batch
     step = gan.cycle(batch, None)
     step.alpha_m = torch.zeros_like(step.alpha_m)
     step.alpha_m[..., 18:28, 4:14] = 1.0                               # drawn where the unflipped face needs it

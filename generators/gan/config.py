@@ -146,9 +146,8 @@ def gan_config_hash(train: TrainConfig, model_cfg: Any, *, profile: str | None =
     study folder's stages stay cached and the published run keys stay valid."""
     from mfrbench.config import config_hash
 
-    defaults = {f.name: f.default for f in dataclasses.fields(model_cfg)} if dataclasses.is_dataclass(model_cfg) else {}
-    unchanged = [f"model.{k}" for k in getattr(model_cfg, "added_options", ())
-                 if k in defaults and getattr(model_cfg, k) == defaults[k]]
+    defaults = {f.name: f.default for f in dataclasses.fields(model_cfg)}
+    unchanged = [f"model.{k}" for k in getattr(model_cfg, "added_options", ()) if getattr(model_cfg, k) == defaults[k]]
     return config_hash(run_config(train, model_cfg, profile=profile), exclude=(*GAN_RUN_CONTROL, *unchanged))
 
 

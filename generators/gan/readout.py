@@ -161,14 +161,13 @@ def nonmask_scores(src: np.ndarray, out: np.ndarray, keep: np.ndarray) -> dict[s
 def mtf_on_crops(crops: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     """``mtf`` (``--mask-type mix --wearing correct``) on aligned crops: 68 points from the landmarker on the
     template face box. Returns ``(masked crops of the faces mtf could mask, number skipped)``."""
-    from mfrbench.faces import Face, create_landmarker
+    from mfrbench.faces import create_landmarker, template_face
     from mfrbench.generate import image_rng
     from mfrbench.generators.base import create_generator
 
     lm = create_landmarker("auto")
     gen = create_generator("mtf", mask_type="mix", wearing="correct")
-    r = crops.shape[1] / 112.0
-    face = Face(np.array([15, 12, 97, 116], np.float32) * r, 1.0, np.zeros((5, 2), np.float32))
+    face = template_face(crops.shape[1])
     out, skipped = [], 0
     for i, c in enumerate(crops):
         b = gen.generate(c[None], lm.landmarks(c, face)[None], rng=[image_rng(seed, f"readout/{i}")])
